@@ -91,6 +91,8 @@ class SimulatedInstrument:
         self.events: list[BeamEvent] = []
         self.total_electrons = 0.0
         self.dose_cell_nm = float(dose_cell_nm)
+        #: energy-loss axis of :meth:`acquire_spectrum` (eV): 0.5 eV channels from 80 to 1080 eV
+        self.spectrometer_energy_eV = np.arange(80.0, 1080.0, 0.5)
         nx = max(1, int(np.ceil(self.field_nm[0] / dose_cell_nm)))
         ny = max(1, int(np.ceil(self.field_nm[1] / dose_cell_nm)))
         self._dose_counts = np.zeros((ny, nx))  # electrons per cell
@@ -193,15 +195,16 @@ class SimulatedInstrument:
         p = self._check_point(xy_nm)
         if not exposure_ms > 0:
             raise ValueError(f"exposure_ms={exposure_ms} must be > 0")
-        from ..simulate.eels import eels_spectrum
+        from ..simulate.eels import EDGES, eels_spectrum
 
         electrons = self.electrons_per_us * exposure_ms * 1e3
         start = self.time_s
         self.park_probe(tuple(p), exposure_ms)
         amounts = self._local_amounts(p * 10.0 - self._sample_shift_A(start))
-        energy = np.arange(50.0, 1050.0, 1.0)
-        counts = eels_spectrum(energy, amounts, counts=electrons, seed=self.rng)
-        return Spectrum(energy_eV=energy, counts=np.asarray(counts, np.float32), xy_nm=(float(p[0]), float(p[1])),
+        amounts = {el: a for el, a in amounts.items() if el in EDGES}  # elements with a tabulated edge
+        energy = self.spectrometer_energy_eV
+        spec = eels_spectrum(energy, amounts, electrons=electrons, seed=self.rng)
+        return Spectrum(energy_eV=energy, counts=spec.data, xy_nm=(float(p[0]), float(p[1])),
                         exposure_ms=float(exposure_ms), time_s=start)
 
     def acquire_diffraction(self, xy_nm, exposure_ms: float) -> np.ndarray:
@@ -214,8 +217,9 @@ class SimulatedInstrument:
         electrons = self.electrons_per_us * exposure_ms * 1e3
         start = self.time_s
         self.park_probe(tuple(p), exposure_ms)
-        return diffraction_pattern(self.sample, p * 10.0 - self._sample_shift_A(start), probe=self.probe,
-                                   electrons=electrons, seed=self.rng)
+        pattern = diffraction_pattern(self.sample, p * 10.0 - self._sample_shift_A(start), probe=self.probe,
+                                      electrons=electrons, seed=self.rng)
+        return pattern.data
 
     # ----------------------------------------------------------------- sample physics
     def _local_amounts(self, xy_A: np.ndarray) -> dict[str, float]:

@@ -8,7 +8,17 @@ cross-sections (:func:`haadf_cross_section_A2`).
 
 from .crystal import build_crystal
 from .defects import add_adatoms, add_vacancies, choose_sites, remove_atoms, substitute
+from .eels import EELSSpectrum, EELSSpectrumImage, EELSTruth, eels_spectrum, simulate_eels_si
 from .elements import atomic_number, element_symbol
+from .fourd import (
+    DiffractionPattern,
+    FourDSTEM,
+    FourDSTEMTruth,
+    PotentialMaps,
+    diffraction_pattern,
+    projected_potential,
+    simulate_4dstem,
+)
 from .haadf import HAADFImage, ScanSettings, column_cross_sections_A2, render_haadf
 from .materials import MATERIALS, Material, Sublattice, get_material, perovskite
 from .probe import Probe, interaction_constant, wavelength_A
@@ -22,4 +32,7 @@ __all__ = [
     "build_crystal", "choose_sites", "column_cross_sections_A2", "element_symbol", "get_material",
     "haadf_cross_section_A2", "interaction_constant", "perovskite", "remove_atoms", "render_haadf",
     "substitute", "wavelength_A",
+    "DiffractionPattern", "FourDSTEM", "FourDSTEMTruth", "PotentialMaps", "diffraction_pattern",
+    "projected_potential", "simulate_4dstem",
+    "EELSSpectrum", "EELSSpectrumImage", "EELSTruth", "eels_spectrum", "simulate_eels_si",
 ]

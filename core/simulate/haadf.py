@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .elements import atomic_number
 from .probe import Probe
 from .scattering import Detector, haadf_cross_section_A2
 from .structure import Structure
 from .truth import ColumnTruth
-from .elements import atomic_number
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .crystal import build_crystal
 from .haadf import ScanSettings, apparent_positions_px, render_haadf
 from .materials import Material, get_material
 from .probe import Probe
-from .structure import ColumnKind, Structure
+from .structure import ColumnKind
 from .truth import ColumnTruth
 
 
