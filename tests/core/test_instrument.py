@@ -94,3 +94,28 @@ def test_blank_and_probe_state():
     assert ins.blanked
     with pytest.raises(ValueError, match="dwell_ms"):
         ins.park_probe((1.0, 1.0), -1.0)
+
+
+def test_spectrum_and_diffraction_at_a_point():
+    ins = SimulatedInstrument(field_nm=(3.0, 3.0), beam_current_pA=10.0, seed=1)
+    s = ins.sample
+    si = s.xy_A[s.species == "Si"][0] / 10
+    far_c = s.xy_A[(s.species == "C") & s.inside(2.0) & (np.hypot(*(s.xy_A - si * 10).T) > 6)][0] / 10
+    a = ins.acquire_spectrum(tuple(si), 50.0)
+    b = ins.acquire_spectrum(tuple(far_c), 50.0)
+    e = a.energy_eV
+    win = (e >= 100) & (e < 140)
+    pre = (e >= 85) & (e < 97)
+    # the Si L2,3 edge (99 eV) stands out only with the probe on the Si
+    jump = lambda sp: sp.counts[win].mean() / sp.counts[pre].mean()  # noqa: E731
+    assert jump(a) > 1.05 * jump(b)
+    ck = (e >= 285) & (e < 320)
+    assert b.counts[ck].sum() > 0
+    electrons = ins.electrons_per_us * 50.0 * 1e3
+    assert a.counts.dtype == np.float32 and a.exposure_ms == 50.0
+    cbed = ins.acquire_diffraction(tuple(si), 2.0)
+    assert cbed.ndim == 2
+    assert cbed.sum() == pytest.approx(ins.electrons_per_us * 2.0e3, rel=0.01)
+    # exposures are dose too
+    cell = (ins.dose_cell_nm * 10) ** 2
+    assert ins.dose_e_per_A2.sum() * cell == pytest.approx(2 * electrons + ins.electrons_per_us * 2e3, rel=1e-9)
