@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
+from tqdm.auto import tqdm
 
 from .elements import atomic_number
 from .probe import Probe
@@ -91,18 +93,18 @@ def column_cross_sections_A2(structure: Structure, probe: Probe, detector: Detec
     return per_kind[structure.kind] * structure.thickness_cells
 
 
-def _probe_positions(shape_px, pixel_size_A, origin_A, scan: ScanSettings, rng, rows=None):
-    """Probe positions relative to the sample at t=0 (angstrom), (h, w, 2), for the given rows."""
-    h, w = shape_px
-    rows = np.arange(h) if rows is None else rows
-    cols = np.arange(w)
+def _probe_positions(rows: np.ndarray, cols: np.ndarray, w: int, pixel_size_A: float, origin_A,
+                     scan: ScanSettings, jitter_px: np.ndarray) -> np.ndarray:
+    """Probe positions relative to the sample at t = 0 (angstrom), (len(rows), len(cols), 2).
+
+    ``w`` is the full line length (for timing); ``jitter_px`` the x offset of every line.
+    """
     line_us = w * scan.dwell_us + scan.flyback_us
     t_s = scan.t0_s + (rows[:, None] * line_us + scan.flyback_us + cols[None, :] * scan.dwell_us) * 1e-6
-    jit = rng.normal(0.0, scan.jitter_px, size=h)[rows] if scan.jitter_px > 0 else np.zeros(len(rows))
-    vx, vy = (np.asarray(scan.drift_nm_per_s, dtype=float) * 10.0)  # A/s
-    px = origin_A[0] + (cols[None, :] + jit[:, None]) * pixel_size_A - vx * t_s
-    py = origin_A[1] + rows[:, None] * pixel_size_A - vy * t_s + 0.0 * px
-    return np.stack([px, py], axis=-1)
+    vx, vy = np.asarray(scan.drift_nm_per_s, dtype=float) * 10.0  # A/s
+    px = origin_A[0] + (cols[None, :] + jitter_px[rows][:, None]) * pixel_size_A - vx * t_s
+    py = origin_A[1] + rows[:, None] * pixel_size_A - vy * t_s
+    return np.stack(np.broadcast_arrays(px, py), axis=-1)
 
 
 def apparent_positions_px(xy_A: np.ndarray, shape_px, pixel_size_A, origin_A,
@@ -140,6 +142,7 @@ def render_haadf(
     scan: ScanSettings | None = None,
     seed: int | np.random.Generator | None = None,
     tile_px: int = 32,
+    progress: bool | None = None,
 ) -> HAADFImage:
     """Render a HAADF-STEM frame of ``structure`` with exact ground truth.
 
@@ -158,6 +161,7 @@ def render_haadf(
         scan: dwell, flyback, jitter and drift (default: 1 us dwell, no distortions).
         seed: seed or Generator for noise and jitter.
         tile_px: tile size used internally (memory/speed trade-off only).
+        progress: progress bar over tiles; default on for frames above 1024 x 1024 pixels.
 
     Returns:
         :class:`HAADFImage` with the image, its expectation and the truth table.
@@ -177,6 +181,8 @@ def render_haadf(
     detector = detector or Detector()
     scan = scan or ScanSettings()
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if progress is None:
+        progress = h * w > 1024 * 1024
 
     px_A = pixel_size_nm * 10.0
     origin_A = np.asarray(origin_nm, dtype=float) * 10.0
@@ -187,25 +193,29 @@ def render_haadf(
     xy = structure.xy_A[occ]
     sig = column_cross_sections_A2(structure, probe, detector, z_exponent)[occ]
 
-    # probe positions for the whole frame (relative to the sample at t = 0)
-    jitter_rng = np.random.default_rng(rng.integers(2**63)) if scan.jitter_px > 0 else rng
-    pos = _probe_positions((h, w), px_A, origin_A, scan, jitter_rng)  # (h, w, 2)
+    tree = cKDTree(xy) if len(xy) else None
+    jitter = rng.normal(0.0, scan.jitter_px, size=h) if scan.jitter_px > 0 else np.zeros(h)
     signal = np.full((h, w), background, dtype=np.float64)
-    # bucket atoms by coarse cells for fast tile look-up
+    n_tiles = -(-h // tile_px) * -(-w // tile_px)
+    bar = tqdm(total=n_tiles, desc="HAADF tiles", disable=not progress, leave=False)
     for r0 in range(0, h, tile_px):
         for c0 in range(0, w, tile_px):
-            p = pos[r0:r0 + tile_px, c0:c0 + tile_px]
+            if tree is None:
+                continue
+            rows = np.arange(r0, min(r0 + tile_px, h))
+            cols = np.arange(c0, min(c0 + tile_px, w))
+            p = _probe_positions(rows, cols, w, px_A, origin_A, scan, jitter)
+            bar.update()
             flat = p.reshape(-1, 2)
-            lo = flat.min(axis=0) - r_max
-            hi = flat.max(axis=0) + r_max
-            sel = np.flatnonzero((xy[:, 0] >= lo[0]) & (xy[:, 0] <= hi[0])
-                                 & (xy[:, 1] >= lo[1]) & (xy[:, 1] <= hi[1]))
+            lo, hi = flat.min(axis=0), flat.max(axis=0)
+            sel = np.asarray(tree.query_ball_point((lo + hi) / 2, np.hypot(*(hi - lo)) / 2 + r_max), dtype=int)
             if sel.size == 0:
                 continue
             d = flat[:, None, :] - xy[sel][None, :, :]
             r2 = d[..., 0] ** 2 + d[..., 1] ** 2
             val = np.interp(r2, r2_tab, psf_tab, right=0.0) @ sig[sel]
             signal[r0:r0 + tile_px, c0:c0 + tile_px] += val.reshape(p.shape[:2])
+    bar.close()
 
     if dose_e_per_A2 is None:
         clean = signal
