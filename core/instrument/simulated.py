@@ -190,35 +190,33 @@ class SimulatedInstrument:
         """Blank the beam (no dose until the next acquisition)."""
         self.blanked = True
 
-    def acquire_spectrum(self, xy_nm, exposure_ms: float) -> Spectrum:
-        """EEL spectrum of the atoms under the probe (PSF-weighted), with Poisson noise."""
+    def _expose(self, xy_nm, exposure_ms: float) -> tuple[np.ndarray, float, np.ndarray]:
+        """Park for an exposure; returns (probe nm, electrons, probe position in the sample frame, A)."""
         p = self._check_point(xy_nm)
         if not exposure_ms > 0:
             raise ValueError(f"exposure_ms={exposure_ms} must be > 0")
+        sample_xy_A = p * 10.0 - self._sample_shift_A(self.time_s)
+        self.park_probe(tuple(p), exposure_ms)
+        return p, self.electrons_per_us * exposure_ms * 1e3, sample_xy_A
+
+    def acquire_spectrum(self, xy_nm, exposure_ms: float) -> Spectrum:
+        """EEL spectrum of the atoms under the probe (PSF-weighted), with Poisson noise."""
         from ..simulate.eels import EDGES, eels_spectrum
 
-        electrons = self.electrons_per_us * exposure_ms * 1e3
         start = self.time_s
-        self.park_probe(tuple(p), exposure_ms)
-        amounts = self._local_amounts(p * 10.0 - self._sample_shift_A(start))
+        p, electrons, sample_xy_A = self._expose(xy_nm, exposure_ms)
+        amounts = self._local_amounts(sample_xy_A)
         amounts = {el: a for el, a in amounts.items() if el in EDGES}  # elements with a tabulated edge
-        energy = self.spectrometer_energy_eV
-        spec = eels_spectrum(energy, amounts, electrons=electrons, seed=self.rng)
-        return Spectrum(energy_eV=energy, counts=spec.data, xy_nm=(float(p[0]), float(p[1])),
+        spec = eels_spectrum(self.spectrometer_energy_eV, amounts, electrons=electrons, seed=self.rng)
+        return Spectrum(energy_eV=self.spectrometer_energy_eV, counts=spec.data, xy_nm=(float(p[0]), float(p[1])),
                         exposure_ms=float(exposure_ms), time_s=start)
 
     def acquire_diffraction(self, xy_nm, exposure_ms: float) -> np.ndarray:
         """Convergent-beam diffraction pattern with the probe at ``xy_nm`` (electrons per pixel)."""
-        p = self._check_point(xy_nm)
-        if not exposure_ms > 0:
-            raise ValueError(f"exposure_ms={exposure_ms} must be > 0")
         from ..simulate.fourd import diffraction_pattern
 
-        electrons = self.electrons_per_us * exposure_ms * 1e3
-        start = self.time_s
-        self.park_probe(tuple(p), exposure_ms)
-        pattern = diffraction_pattern(self.sample, p * 10.0 - self._sample_shift_A(start), probe=self.probe,
-                                      electrons=electrons, seed=self.rng)
+        _, electrons, sample_xy_A = self._expose(xy_nm, exposure_ms)
+        pattern = diffraction_pattern(self.sample, sample_xy_A, probe=self.probe, electrons=electrons, seed=self.rng)
         return pattern.data
 
     # ----------------------------------------------------------------- sample physics
