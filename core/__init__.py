@@ -12,4 +12,15 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["AtomFinder", "AtomTable", "__version__", "find_atoms", "refine_positions"]
+
+_LAZY = {"AtomFinder", "AtomTable", "find_atoms", "refine_positions"}
+
+
+def __getattr__(name: str):
+    """Top-level shortcuts, imported on first use so ``import atomsmith`` stays light."""
+    if name in _LAZY:
+        from . import atoms
+
+        return getattr(atoms, name)
+    raise AttributeError(f"module 'atomsmith' has no attribute {name!r}")

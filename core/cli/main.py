@@ -19,12 +19,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all sub-commands."""
-    from . import demo, simulate
+    from . import atoms, demo, simulate
 
     p = _Parser(prog="atomsmith", description="Machine learning and a digital twin for atomic-resolution STEM.")
     p.add_argument("--version", action="version", version=f"atomsmith {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo.add_parser(sub)
+    atoms.add_parser(sub)
     simulate.add_parser(sub)
     return p
 

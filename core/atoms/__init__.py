@@ -1,0 +1,24 @@
+"""Atom and defect finding: U-Net and classical finders, sub-pixel refinement, column classes.
+
+Torch is imported only when a U-Net is used (``AtomFinder``, ``find_atoms(model="generic")``).
+"""
+
+from .classify import classify_columns
+from .find import find_atoms
+from .spacing import LatticePeriod, estimate_lattice_period
+from .table import AtomTable
+
+__all__ = ["AtomFinder", "AtomTable", "LatticePeriod", "classify_columns", "estimate_lattice_period",
+           "find_atoms", "refine_positions"]
+
+
+def __getattr__(name: str):
+    if name == "AtomFinder":
+        from .finder import AtomFinder
+
+        return AtomFinder
+    if name == "refine_positions":
+        from .refine import refine_positions
+
+        return refine_positions
+    raise AttributeError(f"module 'atomsmith.atoms' has no attribute {name!r}")

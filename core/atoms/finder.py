@@ -1,0 +1,239 @@
+"""AtomFinder: the U-Net column finder, generic out of the box or trained from one frame."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checks import as_image
+from .heatmap import heatmap_to_xy
+from .scale import ModelScale, choose_scale, resample
+from .table import AtomTable
+from .training import d4, default_device, train_unet
+from .training_data import column_mask, normalize_image
+from .unet import UNet
+
+_TILE_PX = 768
+_OVERLAP_PX = 48
+
+
+class AtomFinder:
+    """Find atomic columns with a U-Net (scikit-learn shape: ``fit``, ``predict``, ``save``, ``load``).
+
+    Args:
+        model: the network (default: a fresh ``UNet(base=8, depth=3)``).
+        threshold: probability above which a pixel belongs to a column.
+        refine: sub-pixel refinement on the original image: ``"com"``, ``"gaussian"`` or ``None``.
+        device: torch device (default: CUDA when present, else CPU).
+
+    Example:
+        >>> finder = AtomFinder.generic()                       # doctest: +SKIP
+        >>> table = finder.predict(image)                        # doctest: +SKIP
+    """
+
+    def __init__(self, model: UNet | None = None, *, threshold: float = 0.5, refine: str | None = "com",
+                 device: str | torch.device | None = None) -> None:
+        self.model = model if model is not None else UNet(base=8, depth=3)
+        self.model.eval()
+        self.threshold = float(threshold)
+        self.refine = refine
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model.to(self.device)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def generic(cls, **kwargs) -> AtomFinder:
+        """The finder shipped with atomsmith, trained on the twin (see :mod:`.generic`)."""
+        from .generic import GENERIC_WEIGHTS
+
+        if not GENERIC_WEIGHTS.exists():
+            raise FileNotFoundError(
+                f"the generic weights {GENERIC_WEIGHTS} are missing; run `atomsmith train-generic`")
+        return cls.load(GENERIC_WEIGHTS, **kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs) -> AtomFinder:
+        """Load weights saved by :meth:`save` (``torch.load(weights_only=True)``)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no model file {path}")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model = UNet(**ckpt["arch"])
+        model.load_state_dict(ckpt["state_dict"])
+        kwargs.setdefault("threshold", float(ckpt.get("threshold", 0.5)))
+        return cls(model, **kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        """Save architecture, weights and threshold (weights only, no pickled code)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"arch": {"base": self.model.base, "depth": self.model.depth},
+                    "state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()},
+                    "threshold": self.threshold}, path)
+        return path
+
+    # ------------------------------------------------------------------ inference
+    def predict_probability(self, image: np.ndarray, *, period_px: float | None = None) -> tuple[np.ndarray, ModelScale]:
+        """Column probability at model scale, and the scale used."""
+        img = as_image(image)
+        scale = choose_scale(img, period_px)
+        x = normalize_image(resample(img, scale.factor))
+        return self._forward_tiled(x), scale
+
+    def _forward_tiled(self, x: np.ndarray) -> np.ndarray:
+        h, w = x.shape
+        out = np.zeros((h, w), dtype=np.float32)
+        step = _TILE_PX - 2 * _OVERLAP_PX
+        with torch.inference_mode():
+            for r0 in range(0, h, step):
+                for c0 in range(0, w, step):
+                    ra, ca = max(r0 - _OVERLAP_PX, 0), max(c0 - _OVERLAP_PX, 0)
+                    rb, cb = min(r0 + step + _OVERLAP_PX, h), min(c0 + step + _OVERLAP_PX, w)
+                    t = torch.from_numpy(np.ascontiguousarray(x[ra:rb, ca:cb]))[None, None].to(self.device)
+                    p = torch.sigmoid(self.model(t))[0, 0].cpu().numpy()
+                    out[r0:min(r0 + step, h), c0:min(c0 + step, w)] = \
+                        p[r0 - ra:r0 - ra + min(step, h - r0), c0 - ca:c0 - ca + min(step, w - c0)]
+        return out
+
+    def predict(self, image: np.ndarray, *, pixel_size_nm: float | None = None, period_px: float | None = None,
+                refine: str | None | bool = True) -> AtomTable:
+        """Find the columns of one image.
+
+        Args:
+            image: (H, W) image (any dtype, any intensity scale).
+            pixel_size_nm: calibration stored in the result.
+            period_px: dominant lattice period if known (default: measured from the image).
+            refine: ``True`` uses the finder's setting; ``"com"``, ``"gaussian"`` or ``None``.
+
+        Returns:
+            :class:`AtomTable` with positions in pixels of ``image``.
+        """
+        img = as_image(image)
+        prob, scale = self.predict_probability(img, period_px=period_px)
+        xy, conf = heatmap_to_xy(prob, self.threshold)
+        xy = xy / scale.factor
+        method = self.refine if refine is True else (refine or None)
+        meta = {"finder": "unet", "scale": scale.to_dict(), "threshold": self.threshold, "refine": method}
+        if len(xy) == 0:
+            return AtomTable.empty(pixel_size_nm, **meta)
+        if method:
+            from .refine import refine_positions
+
+            table = refine_positions(img, xy, method=method, pixel_size_nm=pixel_size_nm)
+            return table.replace(confidence=np.minimum(conf, table.confidence),
+                                 metadata={**table.metadata, **meta})
+        vals = img[np.clip(np.round(xy[:, 1]).astype(int), 0, img.shape[0] - 1),
+                   np.clip(np.round(xy[:, 0]).astype(int), 0, img.shape[1] - 1)]
+        return AtomTable(xy, vals, np.zeros(len(xy), int), conf, pixel_size_nm=pixel_size_nm, metadata=meta)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], *, steps: int = 600,
+            batch_size: int = 8, crop_px: int = 128, learning_rate: float = 1e-3, seed: int = 0,
+            progress: bool = True, should_stop: Callable[[], bool] | None = None) -> AtomFinder:
+        """Train (or fine-tune) on images with known column positions.
+
+        Args:
+            images: list of (H, W) images.
+            targets: list of (N_i, 2) column positions (x, y) in pixels, one array per image.
+            steps, batch_size, crop_px, learning_rate, seed: training settings.
+            progress: progress bar; should_stop: return True to cancel.
+
+        Every batch draws random crops with the eight square symmetries, a random zoom
+        (+-15 %), blur, scan-line jitter, Poisson-like noise, contrast and offset.
+        """
+        if len(images) == 0 or len(images) != len(targets):
+            raise ValueError(f"need one target array per image; got {len(images)} images, {len(targets)} targets")
+        prepared = []
+        for img, xy in zip(images, targets, strict=True):
+            im = as_image(img)
+            xy = np.asarray(xy, float).reshape(-1, 2)
+            scale = choose_scale(im)
+            x = resample(im, scale.factor)
+            pts = xy * scale.factor
+            nn = _nearest_spacing(pts) if len(pts) > 1 else 8.0
+            prepared.append((x, pts, max(1.2, 0.2 * nn)))
+        make_batch = _augmenting_batches(prepared, batch_size, crop_px)
+        train_unet(self.model, make_batch, steps=steps, learning_rate=learning_rate, seed=seed,
+                   device=self.device, progress=progress, should_stop=should_stop,
+                   description="training on labelled frames")
+        return self
+
+    @classmethod
+    def from_single_frame(cls, frame: np.ndarray, xy: np.ndarray | None = None, *, steps: int = 400,
+                          start_from_generic: bool = True, seed: int = 0, progress: bool = True,
+                          should_stop: Callable[[], bool] | None = None, **kwargs) -> AtomFinder:
+        """The seed workflow: label one frame (or take ``xy``), augment it, train, return the finder.
+
+        Without ``xy`` the frame is labelled by the generic finder (or the classical finder if
+        no generic weights are installed). Training starts from the generic weights unless
+        ``start_from_generic=False``.
+        """
+        img = as_image(frame)
+        finder = None
+        if start_from_generic:
+            try:
+                finder = cls.generic(**kwargs)
+            except FileNotFoundError:
+                finder = None
+        if xy is None:
+            if finder is not None:
+                xy = finder.predict(img).xy
+            else:
+                from .classical import find_peaks_classical
+
+                xy, _ = find_peaks_classical(img)
+        if finder is None:
+            finder = cls(**kwargs)
+        return finder.fit([img], [xy], steps=steps, seed=seed, progress=progress, should_stop=should_stop)
+
+
+def _nearest_spacing(xy: np.ndarray) -> float:
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(xy).query(xy, k=2)
+    return float(np.median(d[:, 1]))
+
+
+def _augmenting_batches(prepared, batch_size: int, crop_px: int):
+    from scipy import ndimage
+
+    def make_batch(rng: np.random.Generator):
+        xs, ys = [], []
+        for _ in range(batch_size):
+            img, pts, radius = prepared[rng.integers(len(prepared))]
+            zoom = float(np.exp(rng.uniform(-0.15, 0.15)))
+            h, w = img.shape
+            size = int(np.ceil(crop_px / zoom))
+            size_r, size_c = min(size, h), min(size, w)
+            r0 = int(rng.integers(0, h - size_r + 1))
+            c0 = int(rng.integers(0, w - size_c + 1))
+            # sample the crop at zoom (bilinear), with per-line jitter
+            n_r, n_c = int(round(size_r * zoom)), int(round(size_c * zoom))
+            rows = r0 + np.arange(n_r) / zoom
+            jitter = rng.normal(0, rng.uniform(0, 0.4), n_r) if rng.random() < 0.5 else np.zeros(n_r)
+            cols = c0 + np.arange(n_c)[None, :] / zoom + jitter[:, None]
+            crop = ndimage.map_coordinates(img, [np.repeat(rows[:, None], n_c, 1), cols], order=1, mode="reflect")
+            sel = ((pts[:, 0] >= c0 - 2) & (pts[:, 0] < c0 + size_c + 2) & (pts[:, 1] >= r0 - 2)
+                   & (pts[:, 1] < r0 + size_r + 2))
+            local = np.stack([(pts[sel, 0] - c0) * zoom, (pts[sel, 1] - r0) * zoom], 1)
+            tgt = column_mask(local, crop.shape, radius * zoom)
+            if rng.random() < 0.3:
+                crop = ndimage.gaussian_filter(crop, rng.uniform(0.3, 1.2))
+            crop = normalize_image(crop)
+            if rng.random() < 0.5:  # extra shot-like noise and contrast changes
+                crop = crop + rng.normal(0, rng.uniform(0.02, 0.2), crop.shape).astype(np.float32)
+            crop = crop * float(np.exp(rng.uniform(-0.3, 0.3))) + float(rng.normal(0, 0.1))
+            k = int(rng.integers(8))
+            crop, tgt = d4(crop, k), d4(tgt, k)
+            pad_r, pad_c = crop_px - crop.shape[0], crop_px - crop.shape[1]
+            if pad_r > 0 or pad_c > 0:
+                crop = np.pad(crop, ((0, max(pad_r, 0)), (0, max(pad_c, 0))), mode="reflect")
+                tgt = np.pad(tgt, ((0, max(pad_r, 0)), (0, max(pad_c, 0))), mode="constant")
+            xs.append(crop[:crop_px, :crop_px])
+            ys.append(tgt[:crop_px, :crop_px])
+        return np.stack(xs), np.stack(ys)
+
+    return make_batch

@@ -1,0 +1,96 @@
+"""How many pixels between lattice planes: the scale an atom finder needs.
+
+The dominant lattice period is read from the radially averaged power spectrum of the
+Hann-windowed image: the lowest spatial frequency whose peak stands clearly above the smooth
+(power-law plus white-noise) background. It is a plane spacing d (px), not the nearest column
+distance: for graphene, hBN and MX2 the nearest column distance is 2/3 d; for perovskites along
+[001] it is d/2 or d/sqrt(2) depending on which reflection dominates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .checks import as_image
+
+
+@dataclass(frozen=True)
+class LatticePeriod:
+    """Result of :func:`estimate_lattice_period`.
+
+    Attributes:
+        period_px: dominant lattice-plane spacing in pixels.
+        strength: peak power over background at that frequency (> ~3 is a clear lattice).
+        frequency_per_px: the spatial frequency (cycles per pixel).
+    """
+
+    period_px: float
+    strength: float
+    frequency_per_px: float
+
+    def to_dict(self) -> dict:
+        """Fields as a dict."""
+        return {"period_px": self.period_px, "strength": self.strength,
+                "frequency_per_px": self.frequency_per_px}
+
+
+def estimate_lattice_period(image: np.ndarray, *, min_period_px: float = 3.0,
+                            max_period_px: float | None = None, relative_threshold: float = 0.25) -> LatticePeriod:
+    """Dominant lattice-plane spacing of an atomic-resolution image, in pixels.
+
+    Args:
+        image: (H, W) image.
+        min_period_px: shortest period considered (default 3 px).
+        max_period_px: longest period considered (default a fifth of the smaller side).
+        relative_threshold: a lower-frequency peak is taken as the fundamental if its
+            power over the background reaches this fraction of the strongest peak's.
+
+    Raises ``ValueError`` if no periodic lattice stands above the noise.
+    """
+    img = as_image(image)
+    h, w = img.shape
+    n = min(h, w, 1024)
+    # centre crop to a square (at most 1024 px: enough frequency resolution for the scale)
+    r0, c0 = (h - n) // 2, (w - n) // 2
+    sub = img[r0:r0 + n, c0:c0 + n].astype(np.float64)
+    sub = sub - sub.mean()
+    win = np.hanning(n)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(sub * np.outer(win, win)))) ** 2
+    yy, xx = np.indices(power.shape)
+    rr = np.hypot(yy - n // 2, xx - n // 2)
+    rbin = np.round(rr).astype(int)
+    nbin = n // 2
+    prof = ndimage.mean(power, labels=rbin, index=np.arange(nbin))
+    f = np.arange(nbin) / n
+    max_period_px = max_period_px or n / 5.0
+    ok = (f >= 1.0 / max_period_px) & (f <= min(0.5, 1.0 / min_period_px))
+    if ok.sum() < 5:
+        raise ValueError(f"image of {n} px is too small to measure a lattice period between "
+                         f"{min_period_px} and {max_period_px} px")
+    logp = np.log(prof + 1e-30)
+    # smooth background: a wide running median in log power (peaks are narrow)
+    width = max(5, int(nbin / 8) | 1)
+    base = ndimage.median_filter(logp, size=width, mode="nearest")
+    base = ndimage.uniform_filter1d(base, size=max(3, width // 2), mode="nearest")
+    excess = np.where(ok, logp - base, -np.inf)
+    best = int(np.argmax(excess))
+    if not np.isfinite(excess[best]) or excess[best] < np.log(2.0):
+        raise ValueError("no lattice periodicity stands above the noise in this image "
+                         "(is it atomic resolution? try a higher dose or give pixel_size_nm and a spacing)")
+    # fundamental: lowest-frequency local maximum with a comparable excess
+    peaks = [i for i in range(1, nbin - 1) if ok[i] and excess[i] >= excess[i - 1] and excess[i] >= excess[i + 1]
+             and np.exp(excess[i]) >= max(relative_threshold * np.exp(excess[best]), 2.0)]
+    k = min(peaks) if peaks else best
+    # sub-bin peak position by a parabola through log power
+    if 1 <= k < nbin - 1:
+        a, b, c = logp[k - 1], logp[k], logp[k + 1]
+        den = a - 2 * b + c
+        off = 0.5 * (a - c) / den if den < 0 else 0.0
+    else:
+        off = 0.0
+    freq = (k + float(np.clip(off, -0.5, 0.5))) / n
+    return LatticePeriod(period_px=float(1.0 / freq), strength=float(np.exp(excess[k])),
+                         frequency_per_px=float(freq))

@@ -1,0 +1,54 @@
+"""A small U-Net that turns an atomic-resolution image into a column-centre probability map."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1, inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """U-Net with ``depth`` poolings and ``base`` channels at full resolution (doubling per level).
+
+    Input (B, 1, H, W) normalised image, output (B, 1, H, W) logits of "a column centre is
+    here". H and W need not be multiples of 2**depth (inputs are padded inside).
+    """
+
+    def __init__(self, base: int = 12, depth: int = 3) -> None:
+        super().__init__()
+        self.depth = depth
+        self.base = base
+        ch = [base * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList([_block(1, ch[0])] + [_block(ch[i], ch[i + 1]) for i in range(depth)])
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList([nn.Conv2d(ch[i + 1], ch[i], 1) for i in reversed(range(depth))])
+        self.dec = nn.ModuleList([_block(2 * ch[i], ch[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(ch[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a (B, 1, H, W) batch."""
+        h, w = x.shape[-2:]
+        m = 2**self.depth
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = nn.functional.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        skips = []
+        for i, blk in enumerate(self.down):
+            x = blk(x if i == 0 else self.pool(x))
+            skips.append(x)
+        x = skips.pop()
+        for up, dec in zip(self.up, self.dec, strict=True):
+            x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)[..., :h, :w]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
