@@ -45,6 +45,8 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
+
 from atomsmith.simulate import (
     Detector,
     Probe,
@@ -54,7 +56,6 @@ from atomsmith.simulate import (
     render_haadf,
     substitute,
 )
-from scipy import ndimage
 
 TARGET_CORR = 0.9
 #: RMS displacement per Cartesian direction (sqrt(U_iso), angstrom), approximate room-temperature

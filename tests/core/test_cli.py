@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from atomsmith.cli import main
 from atomsmith.simulate.io import load_dataset
 

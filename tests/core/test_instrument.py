@@ -1,8 +1,9 @@
 """The twin as an Instrument: dose accounting, field limits and beam-induced swaps."""
 
-import atomsmith.simulate as sim
 import numpy as np
 import pytest
+
+import atomsmith.simulate as sim
 from atomsmith.instrument import Instrument, OutOfFieldError, SimulatedInstrument
 
 E = 1.602176634e-19

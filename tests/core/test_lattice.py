@@ -2,12 +2,13 @@
 
 from functools import cache
 
-import atomsmith.lattice as L
-import atomsmith.simulate as sim
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 from sklearn.metrics import adjusted_rand_score
+
+import atomsmith.lattice as L
+import atomsmith.simulate as sim
 
 
 def _rot(deg):

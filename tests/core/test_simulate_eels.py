@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from atomsmith.simulate import EELSSpectrumImage, eels_spectrum, simulate_eels_si
 from atomsmith.simulate.eels import EDGES
 

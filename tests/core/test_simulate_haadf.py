@@ -1,8 +1,9 @@
 """Physics of the twin's HAADF image formation, checked against its own ground truth."""
 
-import atomsmith.simulate as sim
 import numpy as np
 import pytest
+
+import atomsmith.simulate as sim
 
 
 def _peak_centroids(image, xy, radius_px):

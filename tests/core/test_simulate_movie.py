@@ -1,8 +1,9 @@
 """Movies under the beam reproduce the diffusion coefficient and Markov matrix they were given."""
 
-import atomsmith.simulate as sim
 import numpy as np
 import pytest
+
+import atomsmith.simulate as sim
 from atomsmith.simulate.movie import (
     DefectClass,
     hop_table,
