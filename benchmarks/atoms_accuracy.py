@@ -92,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-atomap", action="store_true")
-    ap.add_argument("--refine", default="gaussian", choices=["com", "gaussian"])
+    ap.add_argument("--refine", default="com", choices=["com", "gaussian"])
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     use_atomap = not args.no_atomap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +33,15 @@ def choose_scale(image: np.ndarray, period_px: float | None = None, margin: floa
     """Measure the lattice period (unless given) and pick the resampling factor.
 
     Images whose period lies inside the training band (with a small margin) are not resampled;
-    others are resampled so that the period becomes ``MODEL_PERIOD_PX``.
+    others are resampled so that the period becomes ``MODEL_PERIOD_PX``. When no period can be
+    measured (very low dose), the image is used as it is, with a warning.
     """
     if period_px is None:
-        period_px = estimate_lattice_period(image).period_px
+        try:
+            period_px = estimate_lattice_period(image).period_px
+        except ValueError as exc:
+            warnings.warn(f"{exc}; using the image at its own scale", stacklevel=3)
+            return ModelScale(1.0, float("nan"))
     lo, hi = TRAIN_PERIOD_RANGE_PX
     if lo * (1 + margin) <= period_px <= hi * (1 - margin):
         return ModelScale(1.0, float(period_px))
