@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
     report = Report(out, "atomsmith demo: the digital twin")
-    steps = [("HAADF images", _images), ("movie under the beam", _movie), ("4D-STEM", _fourd),
+    steps = [("HAADF images", _images), ("atom finding", _atoms), ("movie under the beam", _movie), ("4D-STEM", _fourd),
              ("EELS spectrum image", _eels), ("the twin as an instrument", _instrument)]
     t0 = time.perf_counter()
     bar = tqdm(steps, desc="atomsmith demo", disable=args.no_progress)
@@ -87,6 +87,50 @@ def _images(report: Report, args) -> None:
         "and scan-line jitter. Markers show the ground-truth defect columns.",
         [(fig, "haadf_gallery", "Four samples with their true defects"),
          (fig2, "haadf_dose_series", "The same MoS2 sample from 1e3 to 1e6 e/Å²")],
+        rows,
+    )
+
+
+def _atoms(report: Report, args) -> None:
+    from .. import simulate as sim
+    from ..atoms import find_atoms
+    from ..atoms.metrics import match_positions
+    from ..plot import _figure
+
+    rng = np.random.default_rng(args.seed + 1)
+    n = 160 if args.quick else 256
+    s = sim.build_crystal("MoS2", (n * 0.2, n * 0.2), rotation_deg=31, shift_A=(0.37, -0.21))
+    s = sim.remove_atoms(sim.add_vacancies(sim.substitute(s, "W", 3, sublattice="M", seed=rng), 2,
+                                           sublattice="X2", seed=rng), 3, species="S", seed=rng)
+    fig, ax = _figure(1, 2, (5.0, 5.0))
+    rows = [["dose (e/Å²)", "columns found", "precision", "recall", "F1", "S2/S recall", "RMS error (pm)", "time (ms)"]]
+    nn_px = s.material.nearest_column_distance_A / (0.02 * 10)
+    for a, dose in zip(ax.ravel(), [2e4, 2e5], strict=True):
+        img = sim.render_haadf(s, (n, n), 0.02, dose_e_per_A2=dose, seed=rng)
+        find_atoms(img.image[:64, :64])  # load the model before timing
+        t0 = time.perf_counter()
+        table = find_atoms(img.image, pixel_size_nm=0.02, classify=3)
+        dt = time.perf_counter() - t0
+        t = img.truth.select(img.truth.occupied)
+        m = match_positions(table.xy, t.xy, 0.35 * nn_px, border_px=0.5 * nn_px, shape_px=(n, n))
+        hit = np.zeros(len(t), bool)
+        hit[m.pairs[:, 1]] = True
+        b = 0.5 * nn_px
+        interior = (t.x >= b) & (t.x <= n - 1 - b) & (t.y >= b) & (t.y <= n - 1 - b)
+        light = np.isin(t.species, ["S2", "S"]) & interior
+        rows.append([f"{dose:.0e}", str(len(table)), f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}",
+                     f"{hit[light].mean():.3f}", f"{m.rms_error_px * 20:.1f}", f"{dt * 1000:.0f}"])
+        a.imshow(img.image, cmap="gray")
+        a.scatter(table.x, table.y, s=9, c=table.label, cmap="autumn", vmin=0, vmax=2)
+        a.set_title(f"{dose:.0e} e/Å²: {len(table)} columns, F1 {m.f1:.3f}", fontsize=10)
+        a.set_xticks([])
+        a.set_yticks([])
+    report.add(
+        "Atom finding",
+        "find_atoms() with the generic U-Net shipped in the package (trained on the twin only), centre-of-mass "
+        "refinement and three intensity classes (GMM: S/S2, Mo, W). Found columns are matched one-to-one with "
+        "the truth within 0.35 of the nearest-neighbour distance.",
+        [(fig, "atoms", "Columns found in MoS2 with W dopants and S vacancies, coloured by intensity class")],
         rows,
     )
 
