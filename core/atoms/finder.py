@@ -42,6 +42,7 @@ class AtomFinder:
         self.refine = refine
         self.device = torch.device(device) if device is not None else default_device()
         self.model.to(self.device)
+        self._version = 0  # bumped by fit(): the fused inference copy is rebuilt
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -83,7 +84,18 @@ class AtomFinder:
         x = normalize_image(resample(img, scale.factor))
         return self._forward_tiled(x), scale
 
+    def _inference_model(self) -> UNet:
+        """The model with BatchNorm folded into the convolutions (rebuilt after training)."""
+        from .unet import fuse_batchnorm
+
+        key = id(self.model), self._version
+        if getattr(self, "_fused_key", None) != key:
+            self._fused = fuse_batchnorm(self.model).to(self.device)
+            self._fused_key = key
+        return self._fused
+
     def _forward_tiled(self, x: np.ndarray) -> np.ndarray:
+        model = self._inference_model()
         h, w = x.shape
         out = np.zeros((h, w), dtype=np.float32)
         step = _TILE_PX - 2 * _OVERLAP_PX
@@ -93,7 +105,7 @@ class AtomFinder:
                     ra, ca = max(r0 - _OVERLAP_PX, 0), max(c0 - _OVERLAP_PX, 0)
                     rb, cb = min(r0 + step + _OVERLAP_PX, h), min(c0 + step + _OVERLAP_PX, w)
                     t = torch.from_numpy(np.ascontiguousarray(x[ra:rb, ca:cb]))[None, None].to(self.device)
-                    p = torch.sigmoid(self.model(t))[0, 0].cpu().numpy()
+                    p = torch.sigmoid(model(t))[0, 0].cpu().numpy()
                     out[r0:min(r0 + step, h), c0:min(c0 + step, w)] = \
                         p[r0 - ra:r0 - ra + min(step, h - r0), c0 - ca:c0 - ca + min(step, w - c0)]
         return out
@@ -157,6 +169,7 @@ class AtomFinder:
         train_unet(self.model, make_batch, steps=steps, learning_rate=learning_rate, seed=seed,
                    device=self.device, progress=progress, should_stop=should_stop,
                    description="training on labelled frames")
+        self._version += 1
         return self
 
     @classmethod

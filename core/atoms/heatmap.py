@@ -20,9 +20,15 @@ def heatmap_to_xy(prob: np.ndarray, threshold: float = 0.5, min_area_px: int = 2
     lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
     if n == 0:
         return np.zeros((0, 2)), np.zeros(0)
-    idx = np.arange(1, n + 1)
-    area = ndimage.sum_labels(np.ones_like(prob), lab, idx)
-    com = np.array(ndimage.center_of_mass(prob, lab, idx)).reshape(-1, 2)
-    conf = ndimage.maximum(prob, lab, idx)
+    # per-blob sums over the masked pixels only (bincount is ~10x faster than ndimage's labels)
+    rows, cols = np.nonzero(mask)
+    lb = lab[rows, cols]
+    w = prob[rows, cols].astype(np.float64)
+    area = np.bincount(lb, minlength=n + 1)[1:]
+    wsum = np.bincount(lb, weights=w, minlength=n + 1)[1:]
+    cy = np.bincount(lb, weights=w * rows, minlength=n + 1)[1:] / wsum
+    cx = np.bincount(lb, weights=w * cols, minlength=n + 1)[1:] / wsum
+    conf = np.zeros(n + 1)
+    np.maximum.at(conf, lb, w)
     keep = area >= min_area_px
-    return com[keep][:, ::-1].copy(), np.asarray(conf)[keep]
+    return np.stack([cx[keep], cy[keep]], axis=1), conf[1:][keep]

@@ -49,6 +49,22 @@ class UNet(nn.Module):
         return self.head(x)[..., :h, :w]
 
 
+def fuse_batchnorm(model: UNet) -> UNet:
+    """An inference copy of ``model`` with every BatchNorm folded into the preceding convolution."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    for seq in fused.modules():
+        if isinstance(seq, nn.Sequential):
+            for i in range(len(seq) - 1):
+                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                    seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
+                    seq[i + 1] = nn.Identity()
+    return fused
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
