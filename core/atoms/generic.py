@@ -61,7 +61,7 @@ def pool_batches(pool: list[TrainingSample], batch_size: int = 16):
     return make_batch
 
 
-def train_generic_model(out_path: str | Path = GENERIC_WEIGHTS, *, n_samples: int = 1600, steps: int = 3000,
+def train_generic_model(out_path: str | Path = GENERIC_WEIGHTS, *, n_samples: int = 1200, steps: int = 1600,
                         batch_size: int = 16, seed: int = 0, progress: bool = True) -> dict:
     """Reproduce the shipped generic U-Net; returns a summary (times, final loss)."""
     t0 = time.perf_counter()

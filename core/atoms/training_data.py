@@ -82,8 +82,8 @@ def random_twin_sample(rng: np.random.Generator, size_px: int = 128,
     n_sites = int(s.inside(0).sum())
     edge = 0.0
     try:
-        if rng.random() < 0.6:
-            s = sim.add_vacancies(s, int(rng.poisson(0.01 * n_sites) + 1), seed=rng, edge_margin_A=edge,
+        if rng.random() < 0.85:  # empty sites must stay empty: the network must not paint the lattice
+            s = sim.add_vacancies(s, int(rng.poisson(0.03 * n_sites) + 1), seed=rng, edge_margin_A=edge,
                                   min_separation_A=0.0)
         if rng.random() < 0.5:
             heavy = {"graphene": "Si", "hBN": "C", "MoS2": "W", "WS2": "Mo", "MoSe2": "W", "WSe2": "Mo"}

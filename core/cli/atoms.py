@@ -29,8 +29,8 @@ def add_parser(sub) -> None:
                        description="Render twin images across graphene, hBN, MX2 and perovskites and train "
                                    "the generic column-finding U-Net (about 25 min on 2 CPU cores).")
     t.add_argument("--out", type=Path, default=None, help="weights file (default: the package's generic_unet.pt)")
-    t.add_argument("--samples", type=ranged(16, 10**6, integer=True), default=1600)
-    t.add_argument("--steps", type=ranged(1, 10**7, integer=True), default=3000)
+    t.add_argument("--samples", type=ranged(16, 10**6, integer=True), default=1200)
+    t.add_argument("--steps", type=ranged(1, 10**7, integer=True), default=1600)
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=run_train_generic)
 
