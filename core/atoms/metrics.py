@@ -19,23 +19,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from .refine import _FIT_FRACTION, _as_image, _fit_gaussians, estimate_spacing_px
+from .refine import _FIT_FRACTION, _as_image, _as_xy, _fit_gaussians, estimate_spacing_px
 
 __all__ = ["CRLBResult", "MatchResult", "crlb_position_px", "crlb_simple_px", "match_positions"]
 
 
-def _points(xy, name: str) -> np.ndarray:
-    try:
-        pts = np.asarray(xy, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be an (N, 2) array of (x, y) in pixels: {exc}") from None
-    if pts.size == 0:
-        return np.zeros((0, 2))
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"{name} must have shape (N, 2) with (x, y) in pixels; got {pts.shape}")
-    if not np.isfinite(pts).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return pts
+_points = _as_xy
 
 
 # ----------------------------------------------------------------------------- matching

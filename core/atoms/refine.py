@@ -64,17 +64,18 @@ def _as_image(image) -> np.ndarray:
     return img
 
 
-def _as_xy(xy) -> np.ndarray:
+def _as_xy(xy, name: str = "xy") -> np.ndarray:
+    """Positions as an (N, 2) float64 array; ``ValueError`` naming ``name`` otherwise."""
     try:
         pts = np.asarray(xy, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"xy must be an (N, 2) array of (x, y) positions in pixels: {exc}") from None
+        raise ValueError(f"{name} must be an (N, 2) array of (x, y) positions in pixels: {exc}") from None
     if pts.size == 0:
         return np.zeros((0, 2))
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"xy must have shape (N, 2) with (x, y) in pixels; got {pts.shape}")
+        raise ValueError(f"{name} must have shape (N, 2) with (x, y) in pixels; got {pts.shape}")
     if not np.isfinite(pts).all():
-        raise ValueError(f"xy contains {int((~np.isfinite(pts)).any(axis=1).sum())} rows with NaN or inf")
+        raise ValueError(f"{name} contains {int((~np.isfinite(pts)).any(axis=1).sum())} rows with NaN or inf")
     return pts
 
 
