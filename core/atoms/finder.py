@@ -156,6 +156,8 @@ class AtomFinder:
         """
         if len(images) == 0 or len(images) != len(targets):
             raise ValueError(f"need one target array per image; got {len(images)} images, {len(targets)} targets")
+        from .refine import estimate_spacing_px
+
         prepared = []
         for img, xy in zip(images, targets, strict=True):
             im = as_image(img)
@@ -163,7 +165,7 @@ class AtomFinder:
             scale = choose_scale(im)
             x = resample(im, scale.factor)
             pts = xy * scale.factor
-            nn = _nearest_spacing(pts) if len(pts) > 1 else 8.0
+            nn = estimate_spacing_px(pts) if len(pts) > 1 else 8.0
             prepared.append((x, pts, max(1.2, 0.2 * nn)))
         make_batch = _augmenting_batches(prepared, batch_size, crop_px)
         train_unet(self.model, make_batch, steps=steps, learning_rate=learning_rate, seed=seed,
@@ -202,34 +204,20 @@ class AtomFinder:
 
 
 def _refine(img: np.ndarray, xy: np.ndarray, method: str, period_px: float, pixel_size_nm: float | None):
-    """Sub-pixel refinement that never makes a detection worse than its centre of mass.
+    """Sub-pixel refinement of detections on the original image.
 
     Non-negative images (counts or scattered fractions; Poisson weights are scale-free) are
-    fitted with Poisson weights, images with an offset below zero uniformly. A Gaussian fit that moves a column by more than a quarter of the column spacing
-    from its centre of mass (a fit captured by a neighbour or by noise) keeps the centre of mass.
+    fitted with Poisson weights, images with an offset below zero uniformly. A Gaussian fit that
+    moves a column by more than a quarter of the column spacing from its centre of mass keeps
+    the centre of mass (``max_shift_px``).
     """
-    from .refine import refine_positions
+    from .refine import estimate_spacing_px, refine_positions
 
-    spacing = _nearest_spacing(xy) if len(xy) > 2 else (0.6 * period_px if np.isfinite(period_px) else 8.0)
-    counts_like = bool(img.min() >= 0)
-    com = refine_positions(img, xy, method="com", spacing_px=spacing, pixel_size_nm=pixel_size_nm)
+    spacing = estimate_spacing_px(xy) if len(xy) > 2 else (0.6 * period_px if np.isfinite(period_px) else 8.0)
     if method == "com":
-        return com
-    fit = refine_positions(img, com.xy, method=method, spacing_px=spacing, pixel_size_nm=pixel_size_nm,
-                           weights="poisson" if counts_like else "uniform")
-    moved = np.hypot(*(fit.xy - com.xy).T) > 0.25 * spacing
-    if not moved.any():
-        return fit
-    xy_out = np.where(moved[:, None], com.xy, fit.xy)
-    return fit.replace(xy=xy_out, confidence=np.where(moved, com.confidence * 0.5, fit.confidence),
-                       metadata={**fit.metadata, "n_kept_com": int(moved.sum())})
-
-
-def _nearest_spacing(xy: np.ndarray) -> float:
-    from scipy.spatial import cKDTree
-
-    d, _ = cKDTree(xy).query(xy, k=2)
-    return float(np.median(d[:, 1]))
+        return refine_positions(img, xy, method="com", spacing_px=spacing, pixel_size_nm=pixel_size_nm)
+    return refine_positions(img, xy, method=method, spacing_px=spacing, pixel_size_nm=pixel_size_nm,
+                            weights="poisson" if img.min() >= 0 else "uniform", max_shift_px=0.25 * spacing)
 
 
 def _augmenting_batches(prepared, batch_size: int, crop_px: int):

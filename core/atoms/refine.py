@@ -481,6 +481,7 @@ def refine_positions(
     weights: str = "poisson",
     pixel_size_nm: float | None = None,
     return_uncertainty: bool = False,
+    max_shift_px: float | None = None,
 ) -> AtomTable:
     """Refine atomic-column positions to sub-pixel precision, all columns at once.
 
@@ -509,6 +510,9 @@ def refine_positions(
             error of x and y from the fit covariance and residuals (NaN for ``"com"``),
             ``sigma_px`` (fitted Gaussian width, px), ``amplitude`` and ``background`` (image
             units).
+        max_shift_px: ``"gaussian"`` only: a fit that moves a column further than this from its
+            centre of mass counts as failed (default: the fit radius). A quarter of the spacing
+            keeps fits captured by a neighbour or by noise at their centre of mass.
 
     Returns:
         :class:`AtomTable` in input order: ``xy`` refined; ``intensity`` = sum of (image - local
@@ -548,6 +552,8 @@ def refine_positions(
         spacing_px = _positive(spacing_px, "spacing_px")
     if radius_px is not None:
         radius_px = _positive(radius_px, "radius_px")
+    if max_shift_px is not None:
+        max_shift_px = _positive(max_shift_px, "max_shift_px")
     if len(pts) == 0:
         return AtomTable.empty(pixel_size_nm, method=method, n_fallback=0)
     if radius_px is None:
@@ -578,7 +584,8 @@ def refine_positions(
                              subtract=neighbours == "subtract", poisson=weights == "poisson",
                              want_std=return_uncertainty)
         p = fit["params"]
-        bad = (~np.isfinite(p).all(axis=1) | (p[:, 0] <= 0) | (np.hypot(p[:, 1], p[:, 2]) > r_fit)
+        shift_limit = r_fit if max_shift_px is None else min(r_fit, max_shift_px)
+        bad = (~np.isfinite(p).all(axis=1) | (p[:, 0] <= 0) | (np.hypot(p[:, 1], p[:, 2]) > shift_limit)
                | (fit["frac"] < 1.0 / 3.0))
         out_xy = np.where(bad[:, None], xy_c, p[:, 1:3] + xy_c)
         bg = np.where(bad, bg_c, p[:, 4])

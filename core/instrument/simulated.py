@@ -77,6 +77,8 @@ class SimulatedInstrument:
             idx = int(np.argmin(np.hypot(*(sample.xy_A - centre).T)))
             sample = substitute(sample, "Si", indices=[idx])
         self.sample = sample
+        # swaps only exchange column contents, so the column positions (and this tree) never change
+        self._tree = cKDTree(sample.xy_A)
         self.beam_current_pA = float(beam_current_pA)
         self.probe = probe or Probe()
         self.detector = detector or Detector()
@@ -240,7 +242,7 @@ class SimulatedInstrument:
         if not self.swap_cross_sections_barn:
             return []
         names = s.species
-        tree = cKDTree(s.xy_A)
+        tree = self._tree
         nn = s.material.nearest_column_distance_A
         pairs = []
         for (dop, host), xs in self.swap_cross_sections_barn.items():

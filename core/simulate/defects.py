@@ -14,10 +14,6 @@ from .elements import atomic_number
 from .structure import ColumnKind, Structure
 
 
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
 def _candidates(structure: Structure, sublattice: str | None, species: str | None,
                 edge_margin_A: float) -> np.ndarray:
     ok = structure.inside(edge_margin_A) & (structure.label == "lattice") & structure.occupied
@@ -41,7 +37,7 @@ def choose_sites(structure: Structure, count: int, *, sublattice: str | None = N
     """
     if count < 0:
         raise ValueError(f"count={count} must be >= 0")
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     cand = rng.permutation(_candidates(structure, sublattice, species, edge_margin_A))
     taken: list[np.ndarray] = [] if avoid is None else [np.asarray(a, float) for a in np.atleast_2d(avoid)]
     chosen: list[int] = []
@@ -137,7 +133,7 @@ def add_adatoms(structure: Structure, species: str, count: int = 1, *, xy_A=None
     from every column, unless ``xy_A`` (M, 2) gives them.
     """
     atomic_number(species)
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     if min_distance_A is None:
         min_distance_A = 0.7 * structure.material.nearest_column_distance_A
     if xy_A is None:

@@ -367,9 +367,6 @@ def _check_common(zlp_fwhm_eV: float, plasmon_width_eV: float, edge_window_eV: f
         raise ValueError(f"edge_window_eV={edge_window_eV} outside the allowed range 1..1000 eV")
 
 
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
 
 def _ratio_maps(l3_l2_ratio, elements: list[str], shape: tuple[int, int],
                 rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -474,7 +471,7 @@ def simulate_eels_si(
     if extra:
         raise ValueError(f"maps given for {extra} which are not in elements={elements}")
     shape = (ny, nx)
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     amount = np.stack([_param_map(f"maps[{el!r}]", maps.get(el), shape, 0.0, 1e6, (0.2, 1.0), rng)
                        for el in elements], axis=-1) if elements else np.zeros(shape + (0,))
     ratio = _ratio_maps(l3_l2_ratio, elements, shape, rng)
@@ -573,7 +570,7 @@ def eels_spectrum(
         if not (np.isfinite(amounts[el]) and amounts[el] >= 0):
             raise ValueError(f"amounts[{el!r}]={amounts[el]} must be >= 0")
     shape = (1, 1)
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     ratio = _ratio_maps(l3_l2_ratio if l3_l2_ratio is not None else
                         {el: EDGES[el].default_ratio for el in elements
                          if EDGES[el].white_line_area_eV > 0},

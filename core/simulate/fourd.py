@@ -356,9 +356,6 @@ def _probe_wave(probe: Probe, n: int, dx: float) -> np.ndarray:
     return p / norm
 
 
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
 
 def _patterns(windows: np.ndarray, probe_c: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Detector patterns (..., npix, npix) of exit waves ``windows * probe_c`` and collected fraction."""
@@ -468,7 +465,7 @@ def simulate_4dstem(
     probe_c = probe_c.astype(np.complex64)
 
     electrons = 1.0 if dose_e_per_A2 is None else float(dose_e_per_A2) * step_A**2
-    rng = _rng(seed)
+    rng = np.random.default_rng(seed)
     idx = (np.arange(npix) - npix // 2) % n
     view = np.lib.stride_tricks.sliding_window_view(trans, (n, n))[::stride, ::stride]
     data = np.empty((ny, nx, npix, npix), dtype=np.float32)
@@ -564,7 +561,7 @@ def diffraction_pattern(
     total = 1.0 if electrons is None else float(electrons)
     pat = pat * np.float32(total / (float(col) * n * n))
     if electrons is not None and noise:
-        pat = _rng(seed).poisson(pat)
+        pat = np.random.default_rng(seed).poisson(pat)
     com = 1e3 * probe.wavelength_A * sigma / (2 * np.pi) * np.array([np.sum(pint * gx), np.sum(pint * gy)])
     return DiffractionPattern(data=np.asarray(pat, dtype=np.float32), mrad_per_px=float(mrad_per_px),
                               center_px=(npix // 2, npix // 2), xy_A=(x0, y0), electrons=total,

@@ -180,7 +180,7 @@ def render_haadf(
     probe = probe or Probe()
     detector = detector or Detector()
     scan = scan or ScanSettings()
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # a Generator passes through
     if progress is None:
         progress = h * w > 1024 * 1024
 

@@ -198,7 +198,7 @@ def simulate_defect_walks(
     Defects never hop onto a site another defect occupies (the hop is then skipped).
     """
     mat = get_material(material)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # a Generator passes through
     k = len(np.atleast_1d(diffusion_nm2_per_s))
     p = _check_matrix(transition_matrix, k)
     d_A2 = np.asarray(diffusion_nm2_per_s, float) * 100.0
@@ -278,7 +278,7 @@ def simulate_movie(
         raise ValueError(f"n_frames={n_frames} must be >= 2")
     if n_defects < 0:
         raise ValueError(f"n_defects={n_defects} must be >= 0")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # a Generator passes through
     if classes is None or host_sublattices is None:
         hosts_p, classes_p = defect_preset(mat)
         classes = classes or classes_p

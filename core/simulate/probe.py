@@ -101,9 +101,8 @@ class Probe:
 
     def psf(self, r_A: np.ndarray) -> np.ndarray:
         """Effective PSF (per square angstrom) at radii ``r_A``; zero beyond the cut-off."""
-        r, p, rmax = self.radial_profile()
-        out = np.interp(r_A, r, p, right=0.0)
-        return out
+        r, p, _ = self.radial_profile()
+        return np.interp(r_A, r, p, right=0.0)
 
     @property
     def fwhm_A(self) -> float:
