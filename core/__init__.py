@@ -12,9 +12,9 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
-__all__ = ["AtomFinder", "AtomTable", "__version__", "find_atoms", "refine_positions"]
+__all__ = ["AtomFinder", "AtomTable", "__version__", "find_atoms", "find_defects", "refine_positions"]
 
-_LAZY = {"AtomFinder", "AtomTable", "find_atoms", "refine_positions"}
+_LAZY = {"AtomFinder", "AtomTable", "find_atoms", "find_defects", "refine_positions"}
 
 
 def __getattr__(name: str):

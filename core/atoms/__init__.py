@@ -1,15 +1,16 @@
-"""Atom and defect finding: U-Net and classical finders, sub-pixel refinement, column classes.
+"""Atom and defect finding: U-Net and classical finders, sub-pixel refinement, column classes, point defects.
 
 Torch is imported only when a U-Net is used (``AtomFinder``, ``find_atoms(model="generic")``).
 """
 
 from .classify import classify_columns
+from .defects import Defects, find_defects
 from .find import find_atoms
 from .spacing import LatticePeriod, estimate_lattice_period
 from .table import AtomTable
 
-__all__ = ["AtomFinder", "AtomTable", "LatticePeriod", "classify_columns", "estimate_lattice_period",
-           "find_atoms", "refine_positions"]
+__all__ = ["AtomFinder", "AtomTable", "Defects", "LatticePeriod", "classify_columns", "estimate_lattice_period",
+           "find_atoms", "find_defects", "refine_positions"]
 
 
 def __getattr__(name: str):

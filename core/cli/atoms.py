@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="generic", help="'generic', 'classical' or a weights file from AtomFinder.save")
     p.add_argument("--refine", choices=["com", "gaussian", "none"], default="com")
     p.add_argument("--classify", action="store_true", help="label columns by intensity (GMM)")
+    p.add_argument("--defects", action="store_true",
+                   help="also find vacancies and substitutions (write IMAGE stem + _defects.csv)")
     p.add_argument("-o", "--output", type=Path, default=None, help="CSV file (default: IMAGE stem + _atoms.csv)")
     p.add_argument("--png", type=Path, default=None, help="also write the image with the columns marked")
     p.set_defaults(func=run_find_atoms)
@@ -75,19 +77,52 @@ def run_find_atoms(args) -> int:
     dt = time.perf_counter() - t0
     out = args.output or args.image.with_name(args.image.stem + "_atoms.csv")
     table.to_csv(out)
+    defects = None
+    if args.defects:
+        from ..atoms.defects import find_defects
+
+        defects = find_defects(table, img.shape)
+        d_out = out.with_name(out.stem.removesuffix("_atoms") + "_defects.csv")
+        _write_defects(defects, d_out)
     if args.png:
         from ..plot import _figure
 
         fig, ax = _figure()
         a = ax[0, 0]
         a.imshow(img, cmap="gray")
-        a.scatter(table.x, table.y, s=6, c=table.label if args.classify else "tab:red", cmap="tab10")
+        colours = {"c": table.label, "cmap": "tab10"} if args.classify else {"c": "tab:red"}
+        a.scatter(table.x, table.y, s=6, **colours)
+        if defects is not None:
+            a.scatter(*defects.vacancy_xy.T, s=60, facecolors="none", edgecolors="cyan", label="vacancy")
+            a.scatter(*defects.substitution_xy.T, s=60, marker="s", facecolors="none", edgecolors="yellow",
+                      label="substitution")
+            a.legend(loc="upper right", fontsize=7)
         a.set_title(f"{len(table)} columns", fontsize=10)
         a.set_xticks([])
         a.set_yticks([])
         fig.savefig(args.png, dpi=120)
     print(f"found {len(table)} columns in {dt * 1000:.0f} ms; wrote {out}")
+    if defects is not None:
+        print(f"{defects.summary()}; wrote {d_out}")
     return 0
+
+
+def _write_defects(defects, path: Path) -> None:
+    """One row per defect: kind, x, y (px), basis site, relative intensity change, z-score."""
+    import csv
+
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["kind", "x", "y", "site", "intensity_change", "z"])
+        for (x, y), site in zip(defects.vacancy_xy, defects.vacancy_site, strict=True):
+            w.writerow(["vacancy", f"{x:.3f}", f"{y:.3f}", defects.site_labels[site], "", ""])
+        for (x, y), i, kind, c, z in zip(defects.substitution_xy, defects.substitution_index,
+                                         defects.substitution_kind, defects.substitution_change,
+                                         defects.substitution_z, strict=True):
+            w.writerow([f"substitution ({kind})", f"{x:.3f}", f"{y:.3f}", defects.site_labels[defects.site[i]],
+                        f"{c:.3f}", f"{z:.1f}"])
+        for x, y in defects.off_lattice_xy:
+            w.writerow(["off lattice", f"{x:.3f}", f"{y:.3f}", "", "", ""])
 
 
 def run_train_generic(args) -> int:

@@ -167,19 +167,38 @@ def _reduce_basis(a1: np.ndarray, a2: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _torus_clusters(frac: np.ndarray, codes: np.ndarray, mat: np.ndarray, tol: float):
     """Greedy clustering of fractional positions modulo 1 (distance in pixels), per class.
 
+    Seeds are taken densest first and each cluster is re-centred on its mean once, so one noisy or
+    displaced position cannot split a basis site in two.
+
     Returns (centres (M, 2) in [0, 1), class code per centre, count per centre).
     """
     f = np.mod(frac, 1.0)
+
+    def dist_to(p):
+        d = f - p
+        d -= np.round(d)
+        return np.hypot(*(d @ mat.T).T), d
+
+    same = codes[:, None] == codes[None, :]
+    diff = f[:, None, :] - f[None, :, :]
+    diff -= np.round(diff)
+    pair = np.hypot(*np.moveaxis(diff @ mat.T, -1, 0))
+    density = np.sum((pair < tol) & same, axis=1)
     left = np.ones(len(f), bool)
     centres, ccodes, counts = [], [], []
     while left.any():
-        i = np.flatnonzero(left)[0]
-        d = f - f[i]
-        d -= np.round(d)
-        dist = np.hypot(*(d @ mat.T).T)
+        cand = np.flatnonzero(left)
+        i = cand[np.argmax(density[cand])]
+        dist, d = dist_to(f[i])
         members = left & (dist < tol) & (codes == codes[i])
-        mean_d = d[members].mean(axis=0)
-        centres.append(np.mod(f[i] + mean_d, 1.0))
+        centre = np.mod(f[i] + d[members].mean(axis=0), 1.0)
+        dist, d = dist_to(centre)
+        again = left & (dist < tol) & (codes == codes[i])
+        if again.any():
+            members = again
+            centre = np.mod(centre + d[members].mean(axis=0), 1.0)
+        members[i] = True
+        centres.append(centre)
         ccodes.append(codes[i])
         counts.append(int(members.sum()))
         left &= ~members

@@ -82,3 +82,18 @@ def test_simulate_4d_and_eels(tmp_path):
                  "-o", str(tmp_path / "e.h5")]) == 0
     e = load_dataset(tmp_path / "e.h5")
     assert e["data"].shape == (6, 5, 300) and e["atomsmith_kind"] == "eels"
+
+
+def test_find_atoms_with_defects(tmp_path, capsys):
+    img = tmp_path / "mos2.h5"
+    assert main(["simulate", "image", "--material", "MoS2", "--shape", "160", "160", "--substitute", "W:2",
+                 "--vacancies", "2", "--dose", "1e5", "--seed", "4", "-o", str(img)]) == 0
+    assert main(["find-atoms", str(img), "--defects", "--png", str(tmp_path / "f.png")]) == 0
+    out = capsys.readouterr().out
+    assert "2 vacancies, 2 heavier" in out
+    rows = (tmp_path / "mos2_defects.csv").read_text().splitlines()
+    assert rows[0].startswith("kind,x,y") and len(rows) == 5
+    truth = load_dataset(img)["truth"]
+    vac = np.stack([truth["x"], truth["y"]], 1)[np.asarray(truth["label"]) == "vacancy"]
+    found = np.array([[float(v) for v in r.split(",")[1:3]] for r in rows[1:] if r.startswith("vacancy")])
+    assert np.hypot(*(found[:, None] - vac[None]).transpose(2, 0, 1)).min(axis=1).max() < 1.5
