@@ -18,7 +18,7 @@ def _generic_finder():
 
 
 def find_atoms(image: np.ndarray, *, pixel_size_nm: float | None = None, model="generic", refine: str | None = "com",
-               period_px: float | None = None, classify: bool | int = False) -> AtomTable:
+               period_px: float | None = None, classify: bool | int = False, blend: bool = True) -> AtomTable:
     """Find the atomic columns of an atomic-resolution image.
 
     Args:
@@ -31,6 +31,9 @@ def find_atoms(image: np.ndarray, *, pixel_size_nm: float | None = None, model="
         period_px: dominant lattice period if known; by default measured from the image and
             used to bring it to the model's scale.
         classify: ``True`` (or a number of classes) labels columns by intensity (GMM).
+        blend: U-Net models only: blend the refined positions with the network's own, weighted by
+            their noise measured on the image (better at low counts; ``False`` keeps the refined
+            positions as they are).
 
     Returns:
         :class:`AtomTable` with ``xy`` in pixels (x = column, y = row).
@@ -62,7 +65,8 @@ def find_atoms(image: np.ndarray, *, pixel_size_nm: float | None = None, model="
             finder = _generic_finder()
         else:
             raise ValueError(f"model={model!r}: use 'generic', 'classical', an AtomFinder or a weights path")
-        table = finder.predict(img, pixel_size_nm=pixel_size_nm, period_px=period_px, refine=refine)
+        table = finder.predict(img, pixel_size_nm=pixel_size_nm, period_px=period_px, refine=refine,
+                               blend=blend)
     if classify:
         from .classify import classify_columns
 

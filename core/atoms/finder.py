@@ -111,7 +111,7 @@ class AtomFinder:
         return out
 
     def predict(self, image: np.ndarray, *, pixel_size_nm: float | None = None, period_px: float | None = None,
-                refine: str | None | bool = True) -> AtomTable:
+                refine: str | None | bool = True, blend: bool = True) -> AtomTable:
         """Find the columns of one image.
 
         Args:
@@ -119,6 +119,9 @@ class AtomFinder:
             pixel_size_nm: calibration stored in the result.
             period_px: dominant lattice period if known (default: measured from the image).
             refine: ``True`` uses the finder's setting; ``"com"``, ``"gaussian"`` or ``None``.
+            blend: blend the refined positions with the network's by their noise measured on the
+                image (:func:`~atomsmith.atoms.shrinkage.blend_with_network`): better at low counts,
+                the same at high counts. ``False`` keeps the refined positions as they are.
 
         Returns:
             :class:`AtomTable` with positions in pixels of ``image``.
@@ -132,7 +135,7 @@ class AtomFinder:
         if len(xy) == 0:
             return AtomTable.empty(pixel_size_nm, **meta)
         if method:
-            table = _refine(img, xy, method, scale.period_px, pixel_size_nm)
+            table = _refine(img, xy, method, scale.period_px, pixel_size_nm, blend)
             return table.replace(confidence=np.minimum(conf, table.confidence),
                                  metadata={**table.metadata, **meta})
         vals = img[np.clip(np.round(xy[:, 1]).astype(int), 0, img.shape[0] - 1),
@@ -203,8 +206,9 @@ class AtomFinder:
         return finder.fit([img], [xy], steps=steps, seed=seed, progress=progress, should_stop=should_stop)
 
 
-def _refine(img: np.ndarray, xy: np.ndarray, method: str, period_px: float, pixel_size_nm: float | None):
-    """Sub-pixel refinement of detections on the original image.
+def _refine(img: np.ndarray, xy: np.ndarray, method: str, period_px: float, pixel_size_nm: float | None,
+            blend: bool = True):
+    """Sub-pixel refinement of detections on the original image, blended with the network's positions.
 
     Non-negative images (counts or scattered fractions; Poisson weights are scale-free) are
     fitted with Poisson weights, images with an offset below zero uniformly. A Gaussian fit that
@@ -215,9 +219,16 @@ def _refine(img: np.ndarray, xy: np.ndarray, method: str, period_px: float, pixe
 
     spacing = estimate_spacing_px(xy) if len(xy) > 2 else (0.6 * period_px if np.isfinite(period_px) else 8.0)
     if method == "com":
-        return refine_positions(img, xy, method="com", spacing_px=spacing, pixel_size_nm=pixel_size_nm)
-    return refine_positions(img, xy, method=method, spacing_px=spacing, pixel_size_nm=pixel_size_nm,
-                            weights="poisson" if img.min() >= 0 else "uniform", max_shift_px=0.25 * spacing)
+        table = refine_positions(img, xy, method="com", spacing_px=spacing, pixel_size_nm=pixel_size_nm)
+    else:
+        table = refine_positions(img, xy, method=method, spacing_px=spacing, pixel_size_nm=pixel_size_nm,
+                                 weights="poisson" if img.min() >= 0 else "uniform", max_shift_px=0.25 * spacing)
+    if not blend:
+        return table
+    from .shrinkage import blend_with_network
+
+    xy_b, weight = blend_with_network(img, xy, table.xy, table.intensity, 0.45 * spacing)
+    return table.replace(xy=xy_b, metadata={**table.metadata, "blend_weight_median": float(np.median(weight))})
 
 
 def _augmenting_batches(prepared, batch_size: int, crop_px: int):
