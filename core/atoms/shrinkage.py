@@ -44,23 +44,23 @@ def split_com_variance_px2(image: np.ndarray, xy: np.ndarray, radius_px: float) 
     """
     h, w = image.shape
     r = int(np.ceil(radius_px)) + 1
-    oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
+    oy, ox = (a.ravel().astype(np.float32) for a in np.mgrid[-r:r + 1, -r:r + 1])
     base = np.rint(xy).astype(int)
-    cols = base[:, :1] + ox.ravel()[None, :]
-    rows = base[:, 1:] + oy.ravel()[None, :]
+    cols = base[:, :1] + ox.astype(int)[None, :]
+    rows = base[:, 1:] + oy.astype(int)[None, :]
     inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
-    vals = image[np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)].astype(np.float64)
-    d2 = (cols - xy[:, :1]) ** 2 + (rows - xy[:, 1:]) ** 2
-    disc = inside & (d2 <= radius_px**2)
+    vals = image[np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)].astype(np.float32)
+    frac = (xy - base).astype(np.float32)  # position relative to the patch centre
+    disc = inside & ((ox[None, :] - frac[:, :1]) ** 2 + (oy[None, :] - frac[:, 1:]) ** 2 <= radius_px**2)
     bg = np.where(disc, vals, np.inf).min(axis=1, keepdims=True)
-    sig = np.where(disc, np.maximum(vals - np.where(np.isfinite(bg), bg, 0.0), 0.0), 0.0)
-    even = (cols + rows) % 2 == 0
+    sig = np.where(disc, np.maximum(vals - np.where(np.isfinite(bg), bg, 0.0), 0.0), 0.0).astype(np.float32)
+    even = ((base[:, :1] + base[:, 1:] + (ox + oy).astype(int)[None, :]) % 2 == 0).astype(np.float32)
+    offsets = np.stack([np.ones_like(ox), ox, oy], axis=1)  # (P, 3)
     centres = []
-    for part in (even, ~even):
-        s = sig * part
-        tot = np.maximum(s.sum(axis=1), 1e-300)
-        centres.append(np.stack([(s * cols).sum(axis=1) / tot, (s * rows).sum(axis=1) / tot], axis=1))
-    diff = centres[0] - centres[1]
+    for part in (even, 1.0 - even):
+        m = (sig * part) @ offsets  # (N, 3): sum, sum * ox, sum * oy
+        centres.append(m[:, 1:] / np.maximum(m[:, :1], 1e-30))
+    diff = (centres[0] - centres[1]).astype(np.float64)
     return np.sum(diff**2, axis=1) / 8.0
 
 
