@@ -44,7 +44,7 @@ def estimate_lattice_period(image: np.ndarray, *, min_period_px: float = 3.0,
     Args:
         image: (H, W) image.
         min_period_px: shortest period considered (default 3 px).
-        max_period_px: longest period considered (default a fifth of the smaller side).
+        max_period_px: longest period considered (default a third of the smaller side).
         relative_threshold: a lower-frequency peak is taken as the fundamental if its
             power over the background reaches this fraction of the strongest peak's.
 
@@ -58,21 +58,24 @@ def estimate_lattice_period(image: np.ndarray, *, min_period_px: float = 3.0,
     sub = img[r0:r0 + n, c0:c0 + n].astype(np.float64)
     sub = sub - sub.mean()
     win = np.hanning(n)
-    power = np.abs(np.fft.fftshift(np.fft.fft2(sub * np.outer(win, win)))) ** 2
+    # small images are zero-padded to 256 px: an interpolated spectrum, so that a peak only a few
+    # frequency bins from zero is still resolved from the background
+    m = max(n, 256)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(sub * np.outer(win, win), s=(m, m)))) ** 2
     yy, xx = np.indices(power.shape)
-    rr = np.hypot(yy - n // 2, xx - n // 2)
+    rr = np.hypot(yy - m // 2, xx - m // 2)
     rbin = np.round(rr).astype(int)
-    nbin = n // 2
+    nbin = m // 2
     prof = ndimage.mean(power, labels=rbin, index=np.arange(nbin))
-    f = np.arange(nbin) / n
-    max_period_px = max_period_px or n / 5.0
+    f = np.arange(nbin) / m
+    max_period_px = max_period_px or n / 3.0
     ok = (f >= 1.0 / max_period_px) & (f <= min(0.5, 1.0 / min_period_px))
     if ok.sum() < 5:
         raise ValueError(f"image of {n} px is too small to measure a lattice period between "
                          f"{min_period_px} and {max_period_px} px")
     logp = np.log(prof + 1e-30)
     # smooth background: a wide running median in log power (peaks are narrow)
-    width = max(5, int(nbin / 8) | 1)
+    width = max(5, int(nbin / 8), int(6 * m / n)) | 1  # wider than a padded peak
     base = ndimage.median_filter(logp, size=width, mode="nearest")
     base = ndimage.uniform_filter1d(base, size=max(3, width // 2), mode="nearest")
     excess = np.where(ok, logp - base, -np.inf)
@@ -91,6 +94,6 @@ def estimate_lattice_period(image: np.ndarray, *, min_period_px: float = 3.0,
         off = 0.5 * (a - c) / den if den < 0 else 0.0
     else:
         off = 0.0
-    freq = (k + float(np.clip(off, -0.5, 0.5))) / n
+    freq = (k + float(np.clip(off, -0.5, 0.5))) / m
     return LatticePeriod(period_px=float(1.0 / freq), strength=float(np.exp(excess[k])),
                          frequency_per_px=float(freq))
