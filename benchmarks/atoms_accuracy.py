@@ -22,7 +22,10 @@ precision P, recall R, F1, recall of the light columns (C, S/S2, O-only columns;
 hBN), RMS position error of the matched columns in pm, and that error divided by the RMS
 Cramér-Rao bound of the same columns (``crlb_position_px`` on the noise-free expected counts at
 the image's dose, every true column listed; noise-free rows use the bound at 1e6 e/A^2, so
-there the ratio is the method's bias measured against the 1e6 noise floor).
+there the ratio is the method's bias measured against the 1e6 noise floor). The bound is for an
+unbiased estimate of one column from its own pixels; atomsmith's U-Net reads each column with
+its neighbourhood in view and its positions are blended with the refined ones
+(``atomsmith.atoms.shrinkage``), so at low counts on light lattices the ratio can fall below 1.
 
 atomsmith: ``find_atoms(image, refine=...)`` (generic model), ``--refine com|gaussian|both``;
 it gets nothing but the image. Time: the call, after a warm-up.
