@@ -22,6 +22,7 @@ spacings: the Gaussian model does not capture the probe's tails.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -44,6 +45,9 @@ _NP = 5  # fitted parameters per column: amplitude, x, y, sigma, background
 _FIRST_FIT = (5, 1e-2)  # iterations and step tolerance (px) of the fits before the profile is known
 _FINAL_TOL = 2e-3  # step tolerance (px) of the final fits
 _PROFILE_COLUMNS = 800  # columns stacked to measure the shared profile correction
+_TAIL_REACH = 1.5  # column spacings out to which the profile tails are fitted and subtracted
+_TAIL_CHI = 0.5  # the long tails are kept when the fits' weighted squared residuals drop below this x
+_CLASS_GAP = 1.3  # amplitude ratio between column classes with their own profile corrections
 _CUT_FRACTION = 0.9  # columns with less of their disc inside the image keep a common width
 _LOW_SNR = (0.2, 0.3)  # position error / width from which the fit gives way to the centre of mass
 
@@ -276,23 +280,39 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- column profiles
 class _Profile:
     """Column profile ``f(r) = exp(-r^2 / 2 s^2) + h(r^2)``: a Gaussian of the column's own width
-    ``s`` plus, optionally, a correction ``h`` shared by all columns and fixed in pixels (the
-    probe's flatter core, its ring and tails), tabulated in ``r^2`` with linear interpolation and
-    zero beyond the table."""
+    ``s`` plus, optionally, a correction ``h`` fixed in pixels (the probe's flatter core, its ring
+    and tails), tabulated in ``r^2`` with linear interpolation and zero beyond the table.
+
+    ``table`` is one correction shared by all columns, or (K, T) one per column class;
+    :meth:`take` gives the profile of a block of columns from their classes.
+    """
 
     def __init__(self, table: np.ndarray | None = None, q_max: float = 0.0):
         self.table = table
+        self._off = 0
+        self.n_classes = 0
         if table is not None:
-            n = len(table) - 1
-            self._n = _F(n)
-            self._k = _F(n / q_max)
-            self._v = np.append(np.asarray(table, _F), _F(0.0))
-            self._d = np.append(np.diff(self._v), _F(0.0)).astype(_F)
+            tab = np.atleast_2d(np.asarray(table, _F))
+            self.n_classes, n1 = tab.shape
+            self._n = _F(n1 - 1)
+            self._k = _F((n1 - 1) / q_max)
+            v = np.concatenate([tab, np.zeros((len(tab), 1), _F)], axis=1)
+            d = np.concatenate([np.diff(v, axis=1), np.zeros((len(tab), 1), _F)], axis=1)
+            self._stride = v.shape[1]
+            self._v, self._d = v.ravel(), d.ravel().astype(_F)
+
+    def take(self, cls) -> "_Profile":
+        """The profile of the columns of classes ``cls`` (one per row of the pixel stacks)."""
+        if self.n_classes <= 1 or cls is None:
+            return self
+        q = copy.copy(self)
+        q._off = (np.asarray(cls, np.int32) * np.int32(self._stride))[:, None]
+        return q
 
     def _h(self, r2, deriv: bool):
         t = np.minimum(r2 * self._k, self._n)
         t0 = np.floor(t)
-        i = t0.astype(np.int32)
+        i = t0.astype(np.int32) + self._off
         d = np.take(self._d, i)
         h = np.take(self._v, i) + (t - t0) * d  # all float32
         return (h, d * self._k) if deriv else h
@@ -518,36 +538,37 @@ class _Canvas:
     """The sum of all columns' fitted profiles (``A f``, no offset), each drawn within ``reach``
     of its rounded position, so that every patch can have its neighbours subtracted."""
 
-    def __init__(self, shape, xy0, p, use, reach, prof):
+    def __init__(self, shape, xy0, p, use, reach, prof, cls=None):
         self.reach = reach
         self.shape = shape
         self.prof = prof
+        self.cls = cls if cls is not None else np.zeros(len(xy0), np.int32)
         self.xy0 = xy0
         self.p = np.where(use[:, None], p, np.array([0.0, 0.0, 0.0, 1.0, 0.0]))
         fit_xy = self.p[:, 1:3] + xy0
         self.base = np.rint(fit_xy).astype(np.int64)
         self.img = np.zeros(shape[0] * shape[1], dtype=np.float64)
-        self.draw(fit_xy, self.p[:, 0], self.p[:, 3])
+        self.draw(fit_xy, self.p[:, 0], self.p[:, 3], self.cls)
 
-    def draw(self, xy, amp, width):
+    def draw(self, xy, amp, width, cls):
         q = np.zeros((len(xy), _NP))
         q[:, 0], q[:, 3] = amp, width
         acc = self.img.astype(np.float64)
         for sl in _chunks(len(xy)):
             rp = _Patches(self.shape, xy[sl], self.reach)
             RX, RY = rp.rel(xy[sl])
-            gr = rp.mask(_model(q[sl], RX, RY, self.prof)[0])
+            gr = rp.mask(_model(q[sl], RX, RY, self.prof.take(cls[sl]))[0])
             acc += np.bincount(rp.flat.ravel(), weights=gr.ravel(), minlength=acc.size)
         self.img = acc.astype(_F)
 
     def update(self, rows, p, use):
         """Redraw the columns ``rows`` with their new parameters ``p[rows]`` (``use``: drawn)."""
         old = self.p[rows]
-        self.draw(old[:, 1:3] + self.xy0[rows], -old[:, 0], old[:, 3])
+        self.draw(old[:, 1:3] + self.xy0[rows], -old[:, 0], old[:, 3], self.cls[rows])
         q = np.where(use[rows, None], p[rows], np.array([0.0, 0.0, 0.0, 1.0, 0.0]))
         self.p[rows] = q
         self.base[rows] = np.rint(q[:, 1:3] + self.xy0[rows]).astype(np.int64)
-        self.draw(q[:, 1:3] + self.xy0[rows], q[:, 0], q[:, 3])
+        self.draw(q[:, 1:3] + self.xy0[rows], q[:, 0], q[:, 3], self.cls[rows])
 
     def add_ghosts(self, img_flat, ghosts, col_xy, col_bg):
         """Draw the implied columns outside the image (``ghosts``: (M, 5) x, y, amplitude, width,
@@ -564,14 +585,15 @@ class _Canvas:
         q[:, 0], q[:, 3] = 1.0, g[:, 3]
         rp = _Patches(self.shape, g[:, :2], float(2.0 * np.median(g[:, 3])))
         RX, RY = rp.rel(g[:, :2])
-        unit = rp.mask(_model(q, RX, RY, self.prof)[0])  # unit-amplitude profile on visible pixels
+        gcls = self.cls[g[:, 4].astype(np.int64)]  # the template column's class
+        unit = rp.mask(_model(q, RX, RY, self.prof.take(gcls))[0])  # unit amplitude, visible pixels
         _, near = cKDTree(col_xy).query(g[:, :2])
         res = rp.gather(img_flat) - rp.mask(self.img[rp.flat] + col_bg[near, None].astype(_F))
         uu = _rowdot(unit, unit)
         fit = uu > 0.5  # at least the equivalent of half a pixel at the peak
         a = _rowdot(unit, res) / np.maximum(uu, 1e-12)
         g[:, 2] = np.where(fit, np.clip(a, 0.0, 2.0 * g[:, 2]), g[:, 2])
-        self.draw(g[:, :2], g[:, 2], g[:, 3])
+        self.draw(g[:, :2], g[:, 2], g[:, 3], gcls)
         return g
 
     def others(self, fp, sl, centre):
@@ -579,7 +601,7 @@ class _Canvas:
         on ``centre``): the canvas minus the column's own drawn profile."""
         q = self.p[sl].copy()
         q[:, 1:3] += self.xy0[sl] - centre
-        own = _model(q, fp.X, fp.Y, self.prof)[0]
+        own = _model(q, fp.X, fp.Y, self.prof.take(self.cls[sl]))[0]
         shift = np.stack([fp.pat.bx - self.base[sl, 0], fp.pat.by - self.base[sl, 1]], axis=1)
         moved = np.flatnonzero(shift.any(axis=1))  # usually none: drawn around the same pixel
         if moved.size:  # the own profile was drawn only within ``reach`` of its own pixel
@@ -697,6 +719,18 @@ def _accumulate_profile(acc, rows, data, fp, p, use, model_full, model_own, r_ma
     acc[3][r] = w.sum(axis=1, dtype=np.float64)
 
 
+def _amplitude_classes(amp: np.ndarray, ok: np.ndarray, ratio: float = _CLASS_GAP) -> np.ndarray:
+    """Column classes 1..K from gaps of more than ``ratio`` between consecutive sorted amplitudes
+    (e.g. Mo, S2, a W dopant, an S2 column missing one S); 0 for the columns not ``ok``."""
+    cls = np.zeros(len(amp), np.int32)
+    idx = np.flatnonzero(ok & (amp > 0))
+    if idx.size:
+        order = idx[np.argsort(amp[idx])]
+        gaps = np.diff(np.log(amp[order])) > np.log(ratio)
+        cls[order] = 1 + np.concatenate([[0], np.cumsum(gaps)]).astype(np.int32)
+    return cls
+
+
 def _estimate_profile(acc, r_max) -> _Profile:
     """The shared correction ``h(r)`` from the binned residuals: smoothed (0.35 px kernel),
     shrunk towards zero where it is not above its noise, tapered to zero over the last pixel
@@ -718,6 +752,132 @@ def _estimate_profile(acc, r_max) -> _Profile:
     table = np.interp(np.sqrt(np.linspace(0.0, q_max, 2049)), r, hs, left=hs[0], right=0.0)
     table[-1] = 0.0
     return _Profile(table.astype(_F), q_max)
+
+
+def _global_profile(img_flat, shape, xy, p, use, cls, ghosts, r_out, margin, poisson,
+                    max_pairs=4_000_000) -> _Profile | None:
+    """Profile corrections out to ``r_out`` px fitted to the whole image at once.
+
+    Every pixel (at least ``margin`` px inside the image) is modelled as the sum over the
+    columns within ``r_out`` of ``A_j (g_j(r) + h(r) + d_c(r))`` plus a background plane, where
+    ``g_j`` is the column's fitted Gaussian (fixed), ``h`` a correction shared by all columns and
+    ``d_c`` the departure of the column's amplitude class ``c`` from it (tables piecewise linear
+    in r, zero at ``r_out``). This is linear in the tables, so one weighted least-squares solve
+    (Poisson weights) gives them; overlapping tails of neighbouring columns are apportioned
+    between them, which the per-column residual stacks cannot do beyond the fit disc. The
+    departures have a prior of 2 % of the amplitude (a ridge scaled by the fitted noise
+    variance): a class of one heavy dopant gets its own tails on a clean image and the shared
+    profile on a noisy one. Every coefficient is then shrunk towards zero where it is not above
+    its standard error. ``ghosts`` ((M, 5), or None) are the implied columns beyond the edge.
+    Returns None when too few pixels or columns are usable.
+    """
+    h_, w_ = shape
+    cols = np.flatnonzero(use)
+    axy = xy[cols] + p[cols, 1:3]
+    amp, wid, ccl = p[cols, 0], p[cols, 3], cls[cols]
+    if ghosts is not None and len(ghosts):
+        gk = ghosts[:, 2] > 0
+        axy = np.vstack([axy, ghosts[gk, :2]])
+        amp = np.concatenate([amp, ghosts[gk, 2]])
+        wid = np.concatenate([wid, ghosts[gk, 3]])
+        ccl = np.concatenate([ccl, cls[ghosts[gk, 4].astype(np.int64)]])
+    n_pix_patch = np.pi * r_out**2
+    if len(axy) * n_pix_patch > max_pairs:  # very large frames: a central window of the image
+        half = 0.5 * np.sqrt(max_pairs / n_pix_patch / len(axy) * h_ * w_)
+        cx, cy = 0.5 * (w_ - 1), 0.5 * (h_ - 1)
+        lo_x, hi_x, lo_y, hi_y = cx - half, cx + half, cy - half, cy + half
+    else:
+        lo_x, hi_x, lo_y, hi_y = -np.inf, np.inf, -np.inf, np.inf
+    near = ((axy[:, 0] > lo_x - r_out) & (axy[:, 0] < hi_x + r_out)
+            & (axy[:, 1] > lo_y - r_out) & (axy[:, 1] < hi_y + r_out))
+    axy, amp, wid, ccl = axy[near], amp[near], wid[near], ccl[near]
+    if len(axy) < 8:
+        return None
+    K = int(cls.max(initial=0))
+    nk = max(24, int(np.ceil(r_out / 0.3)))
+    dr = r_out / nk
+    nb = nk * (K + 1)  # knots 0..nk-1 (knot nk is zero) of h and of each class's departure
+    rows_l, cols_l, vals_l, gsum = [], [], [], np.zeros(h_ * w_)
+    for sl in _chunks(len(axy)):
+        pt = _Patches(shape, axy[sl], r_out)
+        X, Y = pt.rel(axy[sl])
+        r = np.sqrt(X * X + Y * Y).astype(np.float64)
+        inside = r < r_out if pt.inside is None else (r < r_out) & pt.inside
+        fx, fy = pt.flat % w_, pt.flat // w_
+        inside &= ((fx >= max(margin, lo_x)) & (fx <= min(w_ - 1 - margin, hi_x))
+                   & (fy >= max(margin, lo_y)) & (fy <= min(h_ - 1 - margin, hi_y)))
+        g = amp[sl, None] * np.exp(-0.5 * r * r / wid[sl, None] ** 2)
+        gsum += np.bincount(pt.flat[inside], weights=g[inside], minlength=gsum.size)
+        t = r / dr
+        k0 = np.floor(t).astype(np.int64)
+        f = t - k0
+        a = np.broadcast_to(amp[sl, None], r.shape)
+        c = np.broadcast_to(ccl[sl, None], r.shape)
+        for kk, wt in ((k0, 1.0 - f), (k0 + 1, f)):
+            ok = inside & (kk < nk)
+            pix, kv, av, cv = pt.flat[ok], kk[ok], (a * wt)[ok], c[ok]
+            rows_l += [pix]
+            cols_l += [kv]
+            vals_l += [av]
+            dep = cv > 0
+            rows_l += [pix[dep]]
+            cols_l += [cv[dep] * nk + kv[dep]]
+            vals_l += [av[dep]]
+    pix_all = np.concatenate(rows_l)
+    if pix_all.size == 0:
+        return None
+    used, row_idx = np.unique(pix_all, return_inverse=True)
+    if used.size < 20 * nk:
+        return None
+    ux, uy = (used % w_).astype(np.float64), (used // w_).astype(np.float64)
+    sx, sy = max(w_ - 1, 1) / 2.0, max(h_ - 1, 1) / 2.0
+    bgb = np.stack([np.ones(used.size), (ux - sx) / sx, (uy - sy) / sy], axis=1)  # background plane
+    M = coo_matrix((np.concatenate(vals_l), (row_idx, np.concatenate(cols_l))),
+                   shape=(used.size, nb)).tocsr()
+    y = img_flat[used].astype(np.float64) - gsum[used]
+    if poisson:
+        base = gsum[used] + max(float(np.median(p[cols, 4])), 0.0)
+        wts = 1.0 / np.maximum(base, 1e-3 * float(np.max(amp)))
+    else:
+        wts = np.ones(used.size)
+    Mw = M.multiply(wts[:, None]).tocsr()
+    N = np.zeros((nb + 3, nb + 3))
+    N[:nb, :nb] = (M.T @ Mw).toarray()
+    N[:nb, nb:] = np.asarray(Mw.T @ bgb)
+    N[nb:, :nb] = N[:nb, nb:].T
+    N[nb:, nb:] = bgb.T @ (bgb * wts[:, None])
+    rhs = np.concatenate([Mw.T @ y, bgb.T @ (wts * y)])
+    diag = np.maximum(np.diag(N), 1e-300)
+    # smoothness of every table (second differences over 1 px), scaled to the information
+    D = np.diff(np.eye(nk), 2, axis=0)
+    S = D.T @ D * (1.0 / dr) ** 3 * 1e-4
+    reg = np.zeros_like(N)
+    for c in range(K + 1):
+        blk = slice(c * nk, (c + 1) * nk)
+        reg[blk, blk] += S * float(np.mean(diag[blk]))
+    try:
+        sol = np.linalg.solve(N + reg + 1e-9 * np.diag(diag), rhs)
+        res = y - M @ sol[:nb] - bgb @ sol[nb:]
+        phi = float(np.sum(wts * res * res)) / max(used.size - nb, 1)
+        ridge = np.zeros(nb + 3)
+        ridge[nk:nb] = phi / 0.02**2  # the departures' prior
+        A_ = N + reg + np.diag(ridge) + 1e-9 * np.diag(diag)
+        sol = np.linalg.solve(A_, rhs)
+        var = phi * np.diag(np.linalg.inv(A_))
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.isfinite(sol)):
+        return None
+    coef = sol[:nb]
+    knots = np.arange(nk + 1) * dr
+    coef = coef**3 / (coef * coef + var[:nb] + 1e-300)
+    tabs = coef.reshape(K + 1, nk)
+    tabs = np.concatenate([tabs[:1], tabs[:1] + tabs[1:]]) if K else tabs
+    q_max = r_out**2
+    rq = np.sqrt(np.linspace(0.0, q_max, 2049))
+    out = np.array([np.interp(rq, knots, np.append(t, 0.0)) for t in tabs])
+    out[:, -1] = 0.0
+    return _Profile((out[0] if len(out) == 1 else out).astype(_F), q_max)
 
 
 def _similar_width(amp_ref, s_ref, amp, default):
@@ -785,16 +945,18 @@ def _fit_gaussians(img_flat, shape, xy0, radius, max_iter=30, subtract=True, poi
         inner[:] = False
         inner[keep[np.linspace(0, keep.size - 1, _PROFILE_COLUMNS).astype(np.int64)]] = True
     prof = _GAUSS
+    cls = np.zeros(n, np.int32)
     r_max = radius + 1.25
     nbins = max(16, int(np.ceil(r_max / 0.2)))
     r2 = np.empty(n)
     std = np.full((n, 2), np.nan)
     inten = np.full(n, np.nan)
+    chi = np.full(n, np.nan)  # weighted squared residuals of the final fits, per column
     n_it = 0
 
     def canvas_now():
         nonlocal ghosts
-        cv = _Canvas(shape, xy0, p, sane, reach, prof)
+        cv = _Canvas(shape, xy0, p, sane, reach, prof, cls)
         if ghosts is not None and len(ghosts):  # amplitude and width of their templates, now
             src = ghosts[:, 4].astype(np.int64)
             ghosts[:, 2] = np.where(sane[src], p[src, 0], ghosts[:, 2])
@@ -811,15 +973,16 @@ def _fit_gaussians(img_flat, shape, xy0, radius, max_iter=30, subtract=True, poi
         ps[:, 1:3] += xy0[rows] - cur
         others = canvas.others(fp, rows, cur) if canvas is not None else _F(0.0)
         data = fp.vals - others
+        pr = prof.take(cls[rows])
         if poisson:
-            ps, it, Hn = _lm(fp.vals, fp.X, fp.Y, fp.w, ps, iters, s_lo[rows], s_hi[rows], tol=tol, prof=prof,
+            ps, it, Hn = _lm(fp.vals, fp.X, fp.Y, fp.w, ps, iters, s_lo[rows], s_hi[rows], tol=tol, prof=pr,
                              offset=others, max_move=0.5 * radius)
         else:
-            ps, it, Hn = _lm(data, fp.X, fp.Y, fp.w, ps, iters, s_lo[rows], s_hi[rows], tol=tol, prof=prof,
+            ps, it, Hn = _lm(data, fp.X, fp.Y, fp.w, ps, iters, s_lo[rows], s_hi[rows], tol=tol, prof=pr,
                              max_move=0.5 * radius)
         n_it = max(n_it, it)
         if stack is not None or stats:
-            g, B = _model(ps, fp.X, fp.Y, prof)
+            g, B = _model(ps, fp.X, fp.Y, pr)
             floor = np.maximum(_F(1e-3) * np.abs(ps[:, 0:1]).astype(_F), _F(1e-20))
             full_model = np.maximum(g + B + others, floor)
         if stack is not None:
@@ -837,7 +1000,8 @@ def _fit_gaussians(img_flat, shape, xy0, radius, max_iter=30, subtract=True, poi
             ss_tot = _rowdot(fp.w, (data - mean[:, None].astype(_F)) ** 2)
             r2[rows] = 1.0 - _rowdot(fp.w, resid * resid) / np.maximum(ss_tot, 1e-300)
             ww = fp.w / full_model if poisson else fp.w
-            std[rows] = _fit_std(Hn, _rowdot(ww, resid * resid), fp.n_pix)
+            chi[rows] = _rowdot(ww, resid * resid)
+            std[rows] = _fit_std(Hn, chi[rows], fp.n_pix)
         ps[:, 1:3] += cur - xy0[rows]
         p[rows] = ps
 
@@ -867,12 +1031,38 @@ def _fit_gaussians(img_flat, shape, xy0, radius, max_iter=30, subtract=True, poi
             p[:, 3] = np.clip(p[:, 3], s_lo, s_hi)
             if cut.any():
                 s_lo[cut] = s_hi[cut] = p[cut, 3] = _similar_width(p[good, 0], p[good, 3], p[cut, 0], s_med)
+        gp = None
         if stack is not None and (stack[1].sum(axis=0) > 0).sum() >= 4 and inner.sum() >= 8:
             prof = _estimate_profile(stack, r_max)
-        canvas = canvas_now()
-        for sl in _chunks(n):
-            fit_rows(np.arange(n)[sl], canvas, max_iter, _FINAL_TOL, stats=True)
-        update_sane()
+            if _TAIL_REACH * sp > r_max:
+                c_amp = _amplitude_classes(p[:, 0], sane)
+                r_out = _TAIL_REACH * sp
+                gp = _global_profile(img_flat, shape, xy0, p, sane, c_amp, ghosts, r_out, 0.5 * sp, poisson)
+        p2 = p.copy() if gp is not None else None
+
+        def final_fits():
+            canvas = canvas_now()
+            for sl in _chunks(n):
+                fit_rows(np.arange(n)[sl], canvas, max_iter, _FINAL_TOL, stats=True)
+            update_sane()
+
+        final_fits()
+        if gp is not None:  # the tails out to r_out, per amplitude class, are kept where they
+            # explain the image much better (clean images: 13-25x lower weighted squared
+            # residuals, 2.5x lower position errors on MoS2 + W, 1.3x on SrTiO3), not where
+            # they only pass the neighbours' noise on (at 2e5 e/A^2 the residuals drop by < 30 %
+            # and the errors rise by 4-9 % on graphene, MoS2 and SrTiO3)
+            keep = (p.copy(), r2.copy(), std.copy(), inten.copy(), sane.copy(), chi.copy())
+            p[:] = p2
+            prof, cls, reach = gp, (c_amp if gp.n_classes > 1 else np.zeros(n, np.int32)), r_out
+            final_fits()
+            ok = keep[4] & sane & np.isfinite(chi) & np.isfinite(keep[5])
+            if not (ok.sum() >= 8 and chi[ok].sum() < _TAIL_CHI * keep[5][ok].sum()):
+                p[:], r2[:], std[:], inten[:], sane, chi[:] = keep
+            else:  # columns within a spacing of the edge miss the tails of the columns beyond the
+                # implied ring outside it: on one side only, a bias; they keep the short reach
+                e = edge < sp
+                p[e], r2[e], std[e], inten[e], sane[e], chi[e] = (v[e] for v in keep)
     return {"params": p, "r2": r2, "frac": frac, "n_iter": n_it, "xy_std": std, "intensity": inten}
 
 
