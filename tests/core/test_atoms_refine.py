@@ -376,9 +376,10 @@ def test_noise_free_bias_small_up_to_the_border():
     table = refine_positions(img.clean, start)
     err = np.hypot(*(table.xy - true).T)
     com = np.hypot(*(refine_positions(img.clean, start, method="com").xy - true).T)
-    # measured: RMS 0.007 px, largest 0.04 px (S2 next to W); centre of mass 0.010 / 0.050 px
-    assert np.sqrt(np.mean(err[scored] ** 2)) < min(0.01, np.sqrt(np.mean(com[scored] ** 2)))
-    assert err[scored].max() < 0.05
+    # measured: RMS 0.0044 px, largest 0.038 px (an S2 at the edge); centre of mass 0.010 / 0.050
+    # px; before the whole-image tail model 0.007 / 0.04 px (the S2 columns next to a W)
+    assert np.sqrt(np.mean(err[scored] ** 2)) < min(0.006, np.sqrt(np.mean(com[scored] ** 2)))
+    assert err[scored].max() < 0.045
     assert table.metadata["n_fallback"] == 0
 
 
