@@ -754,8 +754,8 @@ def _estimate_profile(acc, r_max) -> _Profile:
     return _Profile(table.astype(_F), q_max)
 
 
-def _global_profile(img_flat, shape, xy, p, use, cls, ghosts, r_out, margin, poisson,
-                    max_pairs=4_000_000) -> _Profile | None:
+def _global_profile(img_flat, shape, xy, p, use, cls, ghosts, r_in, r_out, margin, poisson,
+                    stride=1, max_pairs=4_000_000) -> tuple[_Profile, float] | None:
     """Profile corrections out to ``r_out`` px fitted to the whole image at once.
 
     Every pixel (at least ``margin`` px inside the image) is modelled as the sum over the
@@ -768,8 +768,10 @@ def _global_profile(img_flat, shape, xy, p, use, cls, ghosts, r_out, margin, poi
     departures have a prior of 2 % of the amplitude (a ridge scaled by the fitted noise
     variance): a class of one heavy dopant gets its own tails on a clean image and the shared
     profile on a noisy one. Every coefficient is then shrunk towards zero where it is not above
-    its standard error. ``ghosts`` ((M, 5), or None) are the implied columns beyond the edge.
-    Returns None when too few pixels or columns are usable.
+    its standard error. ``ghosts`` ((M, 5), or None) are the implied columns beyond the edge;
+    ``stride`` > 1 uses one pixel in ``stride`` (enough to judge the gain). Returns the profile and the ratio of its weighted squared residuals to those of the same fit
+    with one shared correction ending at ``r_in`` (measured: 0.004-0.025 on clean multislice
+    images, 0.67-0.99 at 2e4-2e5 e/A^2), or None when too few pixels or columns are usable.
     """
     h_, w_ = shape
     cols = np.flatnonzero(use)
@@ -806,27 +808,29 @@ def _global_profile(img_flat, shape, xy, p, use, cls, ghosts, r_out, margin, poi
         fx, fy = pt.flat % w_, pt.flat // w_
         inside &= ((fx >= max(margin, lo_x)) & (fx <= min(w_ - 1 - margin, hi_x))
                    & (fy >= max(margin, lo_y)) & (fy <= min(h_ - 1 - margin, hi_y)))
-        g = amp[sl, None] * np.exp(-0.5 * r * r / wid[sl, None] ** 2)
-        gsum += np.bincount(pt.flat[inside], weights=g[inside], minlength=gsum.size)
-        t = r / dr
+        if stride > 1:  # every stride-th pixel along a diagonal pattern
+            inside &= (fx + 3 * fy) % stride == 0
+        ri, ci = np.nonzero(inside)  # (column, pixel) pairs kept
+        rv, pix = r[ri, ci], pt.flat[ri, ci]
+        av, cv = amp[sl][ri], ccl[sl][ri]
+        gsum += np.bincount(pix, weights=av * np.exp(-0.5 * rv * rv / wid[sl][ri] ** 2), minlength=gsum.size)
+        t = rv / dr
         k0 = np.floor(t).astype(np.int64)
         f = t - k0
-        a = np.broadcast_to(amp[sl, None], r.shape)
-        c = np.broadcast_to(ccl[sl, None], r.shape)
         for kk, wt in ((k0, 1.0 - f), (k0 + 1, f)):
-            ok = inside & (kk < nk)
-            pix, kv, av, cv = pt.flat[ok], kk[ok], (a * wt)[ok], c[ok]
-            rows_l += [pix]
-            cols_l += [kv]
-            vals_l += [av]
-            dep = cv > 0
-            rows_l += [pix[dep]]
-            cols_l += [cv[dep] * nk + kv[dep]]
-            vals_l += [av[dep]]
+            ok = kk < nk
+            pk, kv, vv, cc = pix[ok], kk[ok], (av * wt)[ok], cv[ok]
+            dep = cc > 0
+            rows_l += [pk, pk[dep]]
+            cols_l += [kv, cc[dep] * nk + kv[dep]]
+            vals_l += [vv, vv[dep]]
     pix_all = np.concatenate(rows_l)
     if pix_all.size == 0:
         return None
-    used, row_idx = np.unique(pix_all, return_inverse=True)
+    mark = np.zeros(h_ * w_, bool)
+    mark[pix_all] = True
+    used = np.flatnonzero(mark)
+    row_idx = (np.cumsum(mark) - 1)[pix_all]
     if used.size < 20 * nk:
         return None
     ux, uy = (used % w_).astype(np.float64), (used // w_).astype(np.float64)
@@ -864,12 +868,19 @@ def _global_profile(img_flat, shape, xy, p, use, cls, ghosts, r_out, margin, poi
         A_ = N + reg + np.diag(ridge) + 1e-9 * np.diag(diag)
         sol = np.linalg.solve(A_, rhs)
         var = phi * np.diag(np.linalg.inv(A_))
+        # the same fit with one shared correction that ends at r_in (the per-column model)
+        knots = np.arange(nk + 1) * dr
+        short = np.concatenate([np.flatnonzero(knots[:nk] < r_in), nb + np.arange(3)])
+        sub = np.ix_(short, short)
+        sol_s = np.linalg.solve(N[sub] + reg[sub] + 1e-9 * np.diag(diag[short]), rhs[short])
     except np.linalg.LinAlgError:
         return None
-    if not np.all(np.isfinite(sol)):
+    if not (np.all(np.isfinite(sol)) and np.all(np.isfinite(sol_s))):
         return None
+    res_l = y - M @ sol[:nb] - bgb @ sol[nb:]
+    res_s = y - M[:, short[:-3]] @ sol_s[:-3] - bgb @ sol_s[-3:]
+    gain = float(np.sum(wts * res_l * res_l)) / max(float(np.sum(wts * res_s * res_s)), 1e-300)
     coef = sol[:nb]
-    knots = np.arange(nk + 1) * dr
     coef = coef**3 / (coef * coef + var[:nb] + 1e-300)
     tabs = coef.reshape(K + 1, nk)
     tabs = np.concatenate([tabs[:1], tabs[:1] + tabs[1:]]) if K else tabs
@@ -877,7 +888,7 @@ def _global_profile(img_flat, shape, xy, p, use, cls, ghosts, r_out, margin, poi
     rq = np.sqrt(np.linspace(0.0, q_max, 2049))
     out = np.array([np.interp(rq, knots, np.append(t, 0.0)) for t in tabs])
     out[:, -1] = 0.0
-    return _Profile((out[0] if len(out) == 1 else out).astype(_F), q_max)
+    return _Profile((out[0] if len(out) == 1 else out).astype(_F), q_max), gain
 
 
 def _similar_width(amp_ref, s_ref, amp, default):
@@ -1037,7 +1048,13 @@ def _fit_gaussians(img_flat, shape, xy0, radius, max_iter=30, subtract=True, poi
             if _TAIL_REACH * sp > r_max:
                 c_amp = _amplitude_classes(p[:, 0], sane)
                 r_out = _TAIL_REACH * sp
-                gp = _global_profile(img_flat, shape, xy0, p, sane, c_amp, ghosts, r_out, 0.5 * sp, poisson)
+                args = (img_flat, shape, xy0, p, sane, c_amp, ghosts, r_max, r_out, 0.5 * sp, poisson)
+                # worth fitting every column again only where the long tails explain the image
+                # much better than a correction that ends at the fit disc (judged on a quarter
+                # of the pixels: most images are noisy and stop here)
+                gp = _global_profile(*args, stride=4)
+                gp = _global_profile(*args) if gp is not None and gp[1] < _TAIL_CHI else None
+                gp = gp[0] if gp is not None and gp[1] < _TAIL_CHI else None
         p2 = p.copy() if gp is not None else None
 
         def final_fits():
