@@ -1,0 +1,239 @@
+"""The "Atomsmith" menu: Find Atoms, Live Atom Finding, Train on This Frame, Stop Training.
+
+Every action runs its work off the UI thread and posts the result back with ``queue_task``;
+errors never escape into Swift: they become a notification (and a log line).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import threading
+import time
+import typing
+
+from . import live
+from .graphics import draw_atom_graphics, image_of, pixel_size_nm
+from .state import MENU_BEFORE_ID, MENU_ID, MENU_NAME, STATE
+
+log = logging.getLogger("atomsmith")
+
+
+def notify(title: str, text: str) -> None:
+    """Show a message in Swift's notification area (and the log)."""
+    log.info("%s: %s", title, text)
+    try:
+        from nion.swift.model import Notification
+
+        Notification.notify(Notification.Notification("atomsmith", "Atomsmith", title, text))
+    except Exception:  # noqa: BLE001  (no notification area: the log has it)
+        pass
+
+
+def _slug(text: str | None) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text or "image").strip("-")[:40] or "image"
+
+
+def _stamp() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+class _MenuItem:
+    menu_id = MENU_ID
+    menu_name = MENU_NAME
+    menu_before_id = MENU_BEFORE_ID
+    menu_item_name = ""
+
+    def __init__(self, api: typing.Any) -> None:
+        self.api = api
+
+    def menu_item_execute(self, window: typing.Any) -> None:
+        try:
+            self.execute(window)
+        except Exception as exc:  # noqa: BLE001  (never into Swift)
+            log.exception("atomsmith: %s failed", self.menu_item_name)
+            notify(f"{self.menu_item_name} failed", f"{type(exc).__name__}: {exc}")
+
+    def execute(self, window: typing.Any) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _target(window: typing.Any) -> typing.Any:
+        di = window.target_data_item
+        if di is None:
+            raise ValueError("select an image first (click its display panel)")
+        return di
+
+
+class FindAtoms(_MenuItem):
+    """Mark the columns of the selected image as point graphics coloured by class."""
+
+    menu_item_name = "Find Atoms"
+    #: at most this many columns are marked as graphics (see graphics.py for their cost in
+    #: Swift); larger tables mark their minority classes and show all in an overlay image
+    max_graphics = 150
+
+    def __init__(self, api: typing.Any) -> None:
+        super().__init__(api)
+        self.commit_s = float("nan")
+        self.last_thread: threading.Thread | None = None
+        self.last_table: typing.Any = None
+        self.last_overlay: typing.Any = None
+
+    def execute(self, window: typing.Any) -> None:
+        di = self._target(window)
+        xdata = di.xdata
+        img = image_of(xdata)
+        px = pixel_size_nm(xdata)
+
+        def work() -> None:
+            try:
+                table = live.find_columns(img, px)
+            except Exception as exc:  # noqa: BLE001
+                notify("Find Atoms failed", f"{type(exc).__name__}: {exc}")
+                return
+
+            def commit() -> None:
+                try:
+                    _commit()
+                except Exception as exc:  # noqa: BLE001  (never into Swift)
+                    log.exception("atomsmith: Find Atoms failed")
+                    notify("Find Atoms failed", f"{type(exc).__name__}: {exc}")
+
+            def _commit() -> None:
+                t0 = time.perf_counter()
+                dm = self.api.library._document_model
+                display_item = dm.get_display_item_for_data_item(di._data_item)
+                if display_item is None:
+                    return
+                n = draw_atom_graphics(dm, display_item, table, img.shape, max_graphics=self.max_graphics)
+                overlay = None
+                if n < len(table):  # all columns, ringed by class, in a data item of their own
+                    from nion.data import DataAndMetadata
+
+                    from atomsmith.atoms.overlay import atom_overlay_rgb
+
+                    xd = DataAndMetadata.new_data_and_metadata(
+                        atom_overlay_rgb(img, table.xy, table.label),
+                        dimensional_calibrations=list(di.xdata.dimensional_calibrations)[:2])
+                    overlay = self.api.library.create_data_item_from_data_and_metadata(
+                        xd, f"Atoms of {di.title} ({len(table)} columns)")
+                    self.last_overlay = overlay
+                counts = ", ".join(f"{int((table.label == k).sum())} {name}"
+                                   for k, name in enumerate(table.class_names))
+                csv = table.to_csv(STATE.tables_dir() / f"{_slug(di.title)}-{_stamp()}.csv")
+                md = dict(di.metadata)
+                md["atomsmith"] = {"n_columns": len(table), "class_counts": counts, "pixel_size_nm": px,
+                                   "n_graphics": n, "table_csv": str(csv)}
+                di.set_metadata(md)
+                self.last_table = table
+                more = "" if n == len(table) else (f"; {n} minority-class columns marked, all shown in "
+                                                   f"'{overlay.title}' and saved to {csv}")
+                notify("Find Atoms", f"{len(table)} columns ({counts}) in {di.title}{more}")
+                self.commit_s = time.perf_counter() - t0
+
+            self.api.queue_task(commit)
+
+        self.last_thread = threading.Thread(target=work, name="atomsmith find atoms", daemon=True)
+        self.last_thread.start()
+
+
+class LiveAtomFinding(_MenuItem):
+    """Attach live atom finding to the selected (live) data item."""
+
+    menu_item_name = "Live Atom Finding"
+
+    def execute(self, window: typing.Any) -> None:
+        di = self._target(window)
+        if di.xdata is None or len(di.xdata.data_shape) != 2:
+            raise ValueError("live atom finding needs a 2D image data item (a scan channel)")
+        self.computation = live.attach(self.api, di)
+        notify("Live Atom Finding", f"attached to {di.title}: every completed frame is searched")
+
+
+class TrainOnFrame(_MenuItem):
+    """Train the atom finder on the selected frame (the seed workflow) in the background;
+    live atom finding and Find Atoms then use it. Saved in Swift's data location."""
+
+    menu_item_name = "Train on This Frame"
+    steps = 300
+
+    def __init__(self, api: typing.Any) -> None:
+        super().__init__(api)
+        self.thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+        self.progress: tuple[int, int] = (0, 0)
+        self.result_path = None
+        self.error: str | None = None
+
+    def execute(self, window: typing.Any) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            raise RuntimeError("a training run is going on; stop it first (Atomsmith > Stop Training)")
+        di = self._target(window)
+        img = image_of(di.xdata)
+        title = _slug(di.title)
+        self.stop_event.clear()
+        self.progress, self.result_path, self.error = (0, self.steps), None, None
+        task = None
+        try:
+            task = window.create_task_context_manager(f"Atomsmith: train on {di.title}", "table")
+            task.__enter__()
+        except Exception:  # noqa: BLE001  (no task panel: the notification and log remain)
+            task = None
+
+        def report() -> None:
+            if task is not None:
+                done, total = self.progress
+                task.update_progress(f"training step {done} of {total}", (done, total))
+
+        def tick() -> bool:
+            self.progress = (self.progress[0] + 1, self.steps)
+            if self.progress[0] % 10 == 0:
+                self.api.queue_task(report)
+            return self.stop_event.is_set()
+
+        def work() -> None:
+            from atomsmith.atoms.finder import AtomFinder
+
+            try:
+                t0 = time.perf_counter()
+                finder = AtomFinder.from_single_frame(img, steps=self.steps, progress=False, should_stop=tick)
+                path = finder.save(STATE.models_dir() / f"{title}-{_stamp()}.pt")
+                STATE.set_finder(finder, path)
+                self.result_path = path
+                stopped = " (stopped early)" if self.stop_event.is_set() else ""
+                notify("Train on This Frame", f"model trained in {time.perf_counter() - t0:.0f} s{stopped}, "
+                       f"saved to {path}; Find Atoms and live atom finding now use it")
+            except Exception as exc:  # noqa: BLE001
+                self.error = f"{type(exc).__name__}: {exc}"
+                notify("Train on This Frame failed", self.error)
+            finally:
+                if task is not None:
+                    self.api.queue_task(lambda: task.__exit__(None, None, None))
+
+        self.thread = threading.Thread(target=work, name="atomsmith training", daemon=True)
+        self.thread.start()
+
+
+class StopTraining(_MenuItem):
+    """Stop the training run (the model keeps what it has learnt and is used)."""
+
+    menu_item_name = "Stop Training"
+
+    def __init__(self, api: typing.Any, trainer: TrainOnFrame) -> None:
+        super().__init__(api)
+        self.trainer = trainer
+
+    def execute(self, window: typing.Any) -> None:
+        self.trainer.stop_event.set()
+
+
+class UseGenericModel(_MenuItem):
+    """Go back to the shipped generic U-Net."""
+
+    menu_item_name = "Use Generic Model"
+
+    def execute(self, window: typing.Any) -> None:
+        STATE.set_finder(None, None)
+        notify("Atomsmith", "Find Atoms and live atom finding use the generic model")

@@ -1,0 +1,38 @@
+"""The Swift extension: registers the live computation and builds the "Atomsmith" menu."""
+
+from __future__ import annotations
+
+import pathlib
+import typing
+
+from . import actions, live
+from .state import STATE
+
+
+class AtomsmithExtension:
+    """Instantiated by Swift's plug-in manager with its API broker."""
+
+    extension_id = "atomsmith.extension"
+
+    def __init__(self, api_broker: typing.Any) -> None:
+        api = api_broker.get_api(version="~1.0", ui_version="~1.0")
+        self.api = api
+        try:
+            STATE.data_location = pathlib.Path(api.application._application.ui.get_data_location())
+        except Exception:  # noqa: BLE001  (outside a full application: the default location)
+            STATE.data_location = None
+        live.register(api)
+        trainer = actions.TrainOnFrame(api)
+        self.handlers = {
+            "find_atoms": actions.FindAtoms(api),
+            "live_atom_finding": actions.LiveAtomFinding(api),
+            "train_on_frame": trainer,
+            "stop_training": actions.StopTraining(api, trainer),
+            "use_generic_model": actions.UseGenericModel(api),
+        }
+        self.menu_items = [api.create_menu_item(h) for h in self.handlers.values()]
+
+    def close(self) -> None:
+        for ref in self.menu_items:
+            ref.close()
+        self.menu_items = []
