@@ -18,6 +18,8 @@ from .checks import as_image
 
 
 _MIN_SIGNIFICANCE = 6.0  # a lattice peak's excess over the background in units of its ring's noise
+_MIN_SIGNIFICANCE_RATIO = 3.5  # the same for a lower peak at a lattice ratio to the strongest
+_LATTICE_RATIOS = np.array([np.sqrt(2.0), np.sqrt(3.0), 2.0])
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,18 @@ def estimate_lattice_period(image: np.ndarray, *, min_period_px: float = 3.0,
                          "(is it atomic resolution? try a higher dose or give pixel_size_nm and a spacing)")
     # fundamental: lowest-frequency local maximum with a comparable excess that is also
     # significant
+    # significant, or - with a lower bar - at a lattice ratio below the strongest peak (a
+    # hexagonal lattice's (110) is sqrt(3) x its (100) frequency, a perovskite's (110) and
+    # (200) sqrt(2) x and 2 x): on small frames the fundamental's ring holds few samples
+    def lattice_ratio(i: int) -> bool:
+        r = best / max(i, 1e-9)
+        return bool(np.min(np.abs(r / _LATTICE_RATIOS - 1.0)) < 0.03)
+
+    strong = max(relative_threshold * np.exp(excess[best]), 2.0)
     peaks = [i for i in range(1, nbin - 1) if ok[i] and excess[i] >= excess[i - 1] and excess[i] >= excess[i + 1]
-             and np.exp(excess[i]) >= max(relative_threshold * np.exp(excess[best]), 2.0)
-             and (i == best or signif[i] >= _MIN_SIGNIFICANCE)]
+             and (i == best
+                  or (np.exp(excess[i]) >= strong and signif[i] >= _MIN_SIGNIFICANCE)
+                  or (np.exp(excess[i]) >= 1.5 and signif[i] >= _MIN_SIGNIFICANCE_RATIO and lattice_ratio(i)))]
     k = min(peaks) if peaks else best
     # sub-bin peak position by a parabola through log power
     if 1 <= k < nbin - 1:
