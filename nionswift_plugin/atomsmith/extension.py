@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import typing
 
-from . import actions, live
+from . import actions, live, manipulation
 from .state import STATE
 
 
@@ -23,12 +23,15 @@ class AtomsmithExtension:
             STATE.data_location = None
         live.register(api)
         trainer = actions.TrainOnFrame(api)
+        mover = manipulation.MoveDopant(api)
         self.handlers = {
             "find_atoms": actions.FindAtoms(api),
             "live_atom_finding": actions.LiveAtomFinding(api),
             "train_on_frame": trainer,
             "stop_training": actions.StopTraining(api, trainer),
             "use_generic_model": actions.UseGenericModel(api),
+            "move_dopant": mover,
+            "stop_manipulation": manipulation.StopManipulation(api, mover),
         }
         self.menu_items = [api.create_menu_item(h) for h in self.handlers.values()]
 

@@ -1,7 +1,6 @@
 """The atomsmith plug-in in a headless Nion Swift (nion.ui's test UI): menus, Find Atoms, live
 atom finding on completed frames only, training on a frame with cancel."""
 
-import asyncio
 import time
 
 import numpy as np
@@ -11,39 +10,12 @@ pytest.importorskip("nion.swift")
 pytest.importorskip("nion.instrumentation")
 
 from nion.data import Calibration, DataAndMetadata  # noqa: E402
-from nion.swift import Facade  # noqa: E402
-from nion.swift.model import PlugInManager  # noqa: E402
-from nion.swift.test import TestContext  # noqa: E402
 
 import atomsmith.simulate as sim  # noqa: E402
 from atomsmith.atoms.metrics import match_positions  # noqa: E402
 
-Facade.initialize()
 
 PX_NM = 0.0234
-
-
-@pytest.fixture
-def swift(tmp_path, monkeypatch):
-    """A document controller in a memory profile, the plug-in's extension, and its API."""
-    monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    from nionswift_plugin.atomsmith import AtomsmithExtension
-    from nionswift_plugin.atomsmith.state import STATE
-
-    TestContext.begin_leaks()
-    setup = TestContext.TestSetup(set_global=True)  # keep alive: it owns the event loop
-    with TestContext.create_memory_context() as tc:
-        dc = tc.create_document_controller_with_application()  # before get_api (pitfall 2)
-        ext = AtomsmithExtension(PlugInManager.APIBroker())
-        STATE.data_location = tmp_path
-        try:
-            yield dc, ext, ext.api
-        finally:
-            ext.close()
-            STATE.set_finder(None, None)
-    del setup
-    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _frame(n=192, dose=2e5, seed=0, valid_rows=None):

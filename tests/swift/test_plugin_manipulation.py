@@ -1,0 +1,126 @@
+"""Atomsmith > Move Dopant in a headless Swift, on the digital twin: the dopant reaches its
+target, every sub-scan lands in the library, errors and aborts blank the beam and keep frames."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nion.swift")
+
+from nion.data import Calibration, DataAndMetadata  # noqa: E402
+
+from atomsmith.instrument import SimulatedInstrument  # noqa: E402
+from atomsmith.manipulate import plan_path  # noqa: E402
+
+
+def _setup(dc, api, ins, hops=3, seed=0, labels=None):
+    """A scan of the twin shown in Swift, with point graphics on the Si and a target ``hops`` away."""
+    frame = ins.subscan((3.0, 3.0), (150, 150), 3.0, 16.0)
+    cal = [Calibration.Calibration(frame.origin_nm[1], frame.pixel_size_nm, "nm"),
+           Calibration.Calibration(frame.origin_nm[0], frame.pixel_size_nm, "nm")]
+    di = api.library.create_data_item_from_data_and_metadata(
+        DataAndMetadata.new_data_and_metadata(frame.image, dimensional_calibrations=cal), "twin scan")
+    xy = ins.sample.xy_A / 10.0
+    si = int(np.flatnonzero(ins.sample.species == "Si")[0])
+    d = np.hypot(*(xy - xy[si]).T)
+    cand = [c for c in np.flatnonzero((d > 0.1) & (d < 0.7)) if len(plan_path(xy, si, c)) - 1 == hops]
+    target = xy[np.random.default_rng(seed).choice(cand)]
+    for k, p in enumerate((xy[si], target)):
+        col, row = frame.nm_to_pixel(p)
+        g = di.add_point_region((row + 0.5) / 150, (col + 0.5) / 150)
+        if labels:
+            g.set_property("label", labels[k])
+    panel = dc.workspace_controller.display_panels[0]
+    panel.set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(di._data_item))
+    dc.selected_display_panel = panel
+    return api.application.document_windows[0], target
+
+
+def _finish(dc, mover):
+    mover.thread.join(120)
+    dc.periodic()  # the queued "add frame to the library" tasks
+
+
+def test_move_dopant_reaches_the_target_and_records_every_frame(swift):
+    dc, ext, api = swift
+    ins = SimulatedInstrument(seed=4)
+    win, target = _setup(dc, api, ins, labels=("dopant", "target"))
+    mover = ext.handlers["move_dopant"]
+    mover.instrument_factory = lambda data_item: ins
+    mover.menu_item_execute(win)
+    _finish(dc, mover)
+    assert mover.error is None and mover.result.success and mover.result.n_hops >= 3
+    si = ins.sample.xy_A[ins.sample.species == "Si"][0] / 10.0
+    assert np.hypot(*(si - target)) < 0.05  # the twin's truth
+    assert ins.blanked
+    assert len(mover.recorded) == len(mover.result.steps) >= 4
+    md = mover.recorded[-1].metadata["atomsmith"]
+    assert md["step"] == len(mover.result.steps) - 1 and "target" in md["note"]
+
+
+class _FailOnThird:
+    def __init__(self, ins):
+        self.ins, self.calls = ins, 0
+        self.field_nm, self.beam_current_pA = ins.field_nm, ins.beam_current_pA
+
+    def subscan(self, *a, **k):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("injected fault")
+        return self.ins.subscan(*a, **k)
+
+    def park_probe(self, *a, **k):
+        return self.ins.park_probe(*a, **k)
+
+    def blank(self):
+        self.ins.blank()
+
+
+def test_a_fault_mid_loop_blanks_the_beam_and_keeps_the_frames(swift):
+    dc, ext, api = swift
+    ins = SimulatedInstrument(seed=5)
+    win, _ = _setup(dc, api, ins, seed=5)
+    mover = ext.handlers["move_dopant"]
+    mover.instrument_factory = lambda data_item: _FailOnThird(ins)
+    mover.menu_item_execute(win)  # the error is reported, never raised into Swift
+    _finish(dc, mover)
+    assert "injected fault" in mover.error and ins.blanked
+    assert len(mover.recorded) == 2 == len(mover.result.steps)
+
+
+def test_a_target_outside_the_field_is_refused_with_no_dose(swift):
+    dc, ext, api = swift
+    ins = SimulatedInstrument(seed=6)
+    win, _ = _setup(dc, api, ins, seed=6)
+    di = win.target_data_item
+    g = [g for g in di.graphics if g.graphic_type == "point-graphic"][1]
+    g.position = (0.5, 0.999)  # then move the target far beyond the field via the calibration
+    cal = di.xdata.dimensional_calibrations
+    xd = DataAndMetadata.new_data_and_metadata(di.xdata.data, dimensional_calibrations=[
+        cal[0], Calibration.Calibration(cal[1].offset + 5.0, cal[1].scale, "nm")])
+    di.set_data_and_metadata(xd)
+    dose_before = ins.dose_e_per_A2.sum()
+    mover = ext.handlers["move_dopant"]
+    mover.instrument_factory = lambda data_item: ins
+    mover.menu_item_execute(win)
+    _finish(dc, mover)
+    assert "OutOfFieldError" in mover.error and ins.blanked
+    assert ins.dose_e_per_A2.sum() == dose_before and mover.recorded == []
+
+
+def test_stop_manipulation_aborts(swift):
+    dc, ext, api = swift
+    ins = SimulatedInstrument(seed=7)
+    win, _ = _setup(dc, api, ins, seed=7)
+    mover = ext.handlers["move_dopant"]
+    stop = ext.handlers["stop_manipulation"]
+    mover.instrument_factory = lambda data_item: ins
+    original = ins.park_probe
+
+    def park_then_stop(*a, **k):  # the user presses Stop during the first dwell
+        original(*a, **k)
+        stop.menu_item_execute(win)
+
+    ins.park_probe = park_then_stop
+    mover.menu_item_execute(win)
+    _finish(dc, mover)
+    assert mover.result.reason == "aborted" and ins.blanked and len(mover.recorded) == len(mover.result.steps)
