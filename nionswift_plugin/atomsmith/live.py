@@ -22,11 +22,41 @@ COMPUTATION_ID = "atomsmith.live_find_atoms"
 MAX_LIVE_GRAPHICS = 60
 
 
-def find_columns(image: np.ndarray, px_nm: float | None) -> typing.Any:
-    """The plug-in's atom finding: the current model, centre-of-mass refinement, classes."""
+#: live frames reuse the column classes fitted on an earlier frame of the same source (a
+#: mixture fit with BIC costs ~70 ms on 4000 columns, labelling with it ~1 ms); refitted every
+#: ``REFIT_EVERY`` frames, when the column count changes by a quarter, or when the classes no
+#: longer describe the intensities (mean log-likelihood 2 nats below the fitting frame's)
+REFIT_EVERY = 25
+_class_cache: dict[typing.Any, dict] = {}
+
+
+def find_columns(image: np.ndarray, px_nm: float | None, source_key: typing.Any = None) -> typing.Any:
+    """The plug-in's atom finding: the current model, centre-of-mass refinement, classes (cached
+    per live source when ``source_key`` is given)."""
+    from atomsmith.atoms.classify import fit_column_classes
     from atomsmith.atoms.find import find_atoms
 
-    return find_atoms(image, pixel_size_nm=px_nm, model=STATE.model, classify=True)
+    table = find_atoms(image, pixel_size_nm=px_nm, model=STATE.model)
+    if len(table) == 0:
+        return table
+    v = np.asarray(table.intensity, float).reshape(-1, 1)
+    c = _class_cache.get(source_key) if source_key is not None else None
+    if c is not None:
+        c["frames"] += 1
+        stale = (c["frames"] >= REFIT_EVERY or abs(len(table) - c["n"]) > 0.25 * c["n"]
+                 or c["classes"].mixture.score(v) < c["score"] - 2.0)
+        if not stale:
+            return c["classes"].apply(table)
+    classes = fit_column_classes(table)
+    if source_key is not None:
+        _class_cache[source_key] = {"classes": classes, "n": len(table), "frames": 0,
+                                    "score": float(classes.mixture.score(v))}
+    return classes.apply(table)
+
+
+def _key(computation: typing.Any) -> typing.Any:
+    inner = getattr(computation, "_computation", None)
+    return getattr(inner, "uuid", None) or id(computation)
 
 
 class LiveAtomFinding:
@@ -55,7 +85,7 @@ class LiveAtomFinding:
         img = image_of(xdata)
         px = pixel_size_nm(xdata)
         try:
-            table = find_columns(img, px)
+            table = find_columns(img, px, source_key=_key(self.computation))
             error = None
         except ValueError as exc:  # e.g. a blank frame: report it, keep the scan going
             table, error = None, str(exc)
@@ -69,7 +99,7 @@ class LiveAtomFinding:
         frame_md = (getattr(xdata, "metadata", None) or {}).get("hardware_source", {})
         md = {"atomsmith": {"n_columns": 0 if table is None else len(table), "class_counts": counts,
                             "latency_ms": latency_ms, "pixel_size_nm": px, "error": error,
-                            "frame_index": frame_md.get("frame_index"),
+                            "frame_index": frame_md.get("frame_index"), "computed_at": time.time(),
                             "model": "generic" if STATE.model == "generic" else str(STATE.model_path)}}
         overlay = DataAndMetadata.new_data_and_metadata(
             rgb, dimensional_calibrations=list(xdata.dimensional_calibrations)[:2], metadata=md)
