@@ -237,3 +237,17 @@ class UseGenericModel(_MenuItem):
     def execute(self, window: typing.Any) -> None:
         STATE.set_finder(None, None)
         notify("Atomsmith", "Find Atoms and live atom finding use the generic model")
+
+
+class UseDigitalTwin(_MenuItem):
+    """Make Swift's simulated microscope (usim) image atomsmith's twin: graphene with a Si dopant."""
+
+    menu_item_name = "Use Digital Twin Sample"
+
+    def execute(self, window: typing.Any) -> None:
+        from .swift_twin import use_twin_in_running_usim
+
+        gen = use_twin_in_running_usim()
+        w, h = gen.twin.field_nm
+        notify("Digital twin", f"usim now images the twin: {len(gen.twin.sample.xy_A)} columns over "
+               f"{w:g} x {h:g} nm, scan centre = field centre")

@@ -32,6 +32,7 @@ class AtomsmithExtension:
             "use_generic_model": actions.UseGenericModel(api),
             "move_dopant": mover,
             "stop_manipulation": manipulation.StopManipulation(api, mover),
+            "use_digital_twin": actions.UseDigitalTwin(api),
         }
         self.menu_items = [api.create_menu_item(h) for h in self.handlers.values()]
 

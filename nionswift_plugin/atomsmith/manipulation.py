@@ -2,9 +2,10 @@
 instrument behind the selected scan image; "Stop Manipulation" aborts it.
 
 The user puts two point graphics on the scan image: the first (or one labelled "dopant") on the
-dopant, the second (or "target") on the target site. Positions go to the instrument in the image's
-calibrated coordinates (nm; the calibration offsets place the pixel centres in the instrument
-frame). The loop runs in a background thread; every sub-scan it takes is added to the library as
+dopant, the second (or "target") on the target site. Their positions are read in the image's
+calibrated coordinates (nm, Swift's convention: the offset is pixel 0's outer edge) and turned
+into the instrument's frame by the instrument (``calibrated_to_instrument_nm``; the identity for
+the bare twin). The loop runs in a background thread; every sub-scan it takes is added to the library as
 it arrives (data group "Atomsmith manipulation <time>", with the step in its metadata), so an
 abort or an error loses nothing, and the beam is blanked on every way out (``move_atom``'s
 guarantee; the adapter parks the probe too).
@@ -42,7 +43,8 @@ def _graphic_positions_nm(data_item: typing.Any) -> tuple[np.ndarray, np.ndarray
     for g in pair:
         fy, fx = g.position  # fractional (y, x): pixel centre (r, c) at ((r + .5) / H, (c + .5) / W)
         row, col = fy * h - 0.5, fx * w - 0.5
-        out.append(np.array([cx.offset + cx.scale * col, cy.offset + cy.scale * row]))
+        # Swift's calibration offset is the outer edge of pixel 0: its centre is half a pixel in
+        out.append(np.array([cx.offset + cx.scale * (col + 0.5), cy.offset + cy.scale * (row + 0.5)]))
     return out[0], out[1]
 
 
@@ -57,6 +59,8 @@ class MoveDopant(_MenuItem):
         #: builds the Instrument for a scan data item (default: the Nion adapter over Swift's scan device)
         self.instrument_factory = instrument_factory
         self.move_kwargs = move_kwargs
+        #: passed to NionInstrument.for_data_item (e.g. field_nm, beam_current_pA)
+        self.instrument_kwargs: dict[str, typing.Any] = {}
         self.abort = threading.Event()
         self.thread: threading.Thread | None = None
         self.result: typing.Any = None
@@ -68,7 +72,7 @@ class MoveDopant(_MenuItem):
             return self.instrument_factory(data_item)
         from .instrument_adapter import NionInstrument  # the adapter over Swift's devices
 
-        return NionInstrument.for_data_item(self.api, data_item)
+        return NionInstrument.for_data_item(self.api, data_item, **self.instrument_kwargs)
 
     def execute(self, window: typing.Any) -> None:
         if self.thread is not None and self.thread.is_alive():
@@ -76,6 +80,9 @@ class MoveDopant(_MenuItem):
         di = self._target(window)
         dopant, target = _graphic_positions_nm(di)
         instrument = self._instrument(di)
+        to_instrument = getattr(instrument, "calibrated_to_instrument_nm", None)
+        if to_instrument is not None:  # Swift's scan coordinates -> the instrument's field
+            dopant, target = to_instrument(dopant), to_instrument(target)
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         group = self.api.library.get_or_create_data_group(f"Atomsmith manipulation {stamp}")
         self.abort.clear()
@@ -86,8 +93,11 @@ class MoveDopant(_MenuItem):
                 from nion.data import Calibration, DataAndMetadata
 
                 f = step.frame
-                cal = [Calibration.Calibration(f.origin_nm[1], f.pixel_size_nm, "nm"),
-                       Calibration.Calibration(f.origin_nm[0], f.pixel_size_nm, "nm")]
+                edge = np.asarray(f.origin_nm) - f.pixel_size_nm / 2.0  # Swift: offset = pixel 0's edge
+                back = getattr(instrument, "instrument_to_calibrated_nm", None)
+                edge = back(edge) if back is not None else edge
+                cal = [Calibration.Calibration(float(edge[1]), f.pixel_size_nm, "nm"),
+                       Calibration.Calibration(float(edge[0]), f.pixel_size_nm, "nm")]
                 md = {"atomsmith": {"step": step.index, "note": step.note, "dopant_nm": list(step.dopant_nm),
                                     "park_nm": list(step.park_nm), "dwell_ms": step.dwell_ms,
                                     "electrons": step.electrons, "time_s": f.time_s}}

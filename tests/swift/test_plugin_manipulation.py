@@ -15,8 +15,9 @@ from atomsmith.manipulate import plan_path  # noqa: E402
 def _setup(dc, api, ins, hops=3, seed=0, labels=None):
     """A scan of the twin shown in Swift, with point graphics on the Si and a target ``hops`` away."""
     frame = ins.subscan((3.0, 3.0), (150, 150), 3.0, 16.0)
-    cal = [Calibration.Calibration(frame.origin_nm[1], frame.pixel_size_nm, "nm"),
-           Calibration.Calibration(frame.origin_nm[0], frame.pixel_size_nm, "nm")]
+    edge = np.asarray(frame.origin_nm) - frame.pixel_size_nm / 2  # Swift: offset = pixel 0's edge
+    cal = [Calibration.Calibration(edge[1], frame.pixel_size_nm, "nm"),
+           Calibration.Calibration(edge[0], frame.pixel_size_nm, "nm")]
     di = api.library.create_data_item_from_data_and_metadata(
         DataAndMetadata.new_data_and_metadata(frame.image, dimensional_calibrations=cal), "twin scan")
     xy = ins.sample.xy_A / 10.0
