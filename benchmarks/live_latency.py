@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     from nion.swift.model import PlugInManager
     from nion.swift.test import TestContext
 
-    from nionswift_plugin.atomsmith import AtomsmithExtension, live
+    from nionswift_plugin.atomsmith import live
+    from nionswift_plugin.atomsmith.extension import AtomsmithExtension
 
     Facade.initialize()
     setup = TestContext.TestSetup(set_global=True)

@@ -5,7 +5,10 @@ level up) and instantiates every ``*Extension`` class with an ``extension_id``. 
 thin layer: every algorithm lives in the core package ``atomsmith``.
 """
 
-from .extension import AtomsmithExtension  # noqa: F401  (found by Swift's plug-in loader)
+# Swift's loader instantiates the *Extension classes of this package's members and of its
+# sub-modules' members: the class is reached through the ``extension`` sub-module only (importing
+# it here as well would make two extensions and two of every menu item)
+from . import extension  # noqa: F401
 
 
 def run() -> None:

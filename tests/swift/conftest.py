@@ -21,7 +21,7 @@ def swift(tmp_path, monkeypatch):
         pytest.skip("Nion Swift is not installed")
     monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    from nionswift_plugin.atomsmith import AtomsmithExtension
+    from nionswift_plugin.atomsmith.extension import AtomsmithExtension
     from nionswift_plugin.atomsmith.state import STATE
 
     TestContext.begin_leaks()

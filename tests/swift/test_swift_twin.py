@@ -94,7 +94,7 @@ def test_move_dopant_menu_on_swifts_own_scan_device(usim_twin, tmp_path, monkeyp
     from nion.data import Calibration, DataAndMetadata
     from nion.swift.model import PlugInManager
 
-    from nionswift_plugin.atomsmith import AtomsmithExtension
+    from nionswift_plugin.atomsmith.extension import AtomsmithExtension
 
     monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
     twin, gen, ctx, ins = usim_twin(4)
