@@ -1,6 +1,8 @@
 """The "Atomsmith" menu: Find Atoms, Live Atom Finding, Train on This Frame, Stop Training.
 
-Every action runs its work off the UI thread and posts the result back with ``queue_task``;
+Every action runs its work off the UI thread and posts the result back with the window's
+``queue_task`` (the window the menu item was chosen in: ``api.queue_task`` goes to Swift's first
+document controller, which need not be that window);
 errors never escape into Swift: they become a notification (and a log line).
 """
 
@@ -133,7 +135,7 @@ class FindAtoms(_MenuItem):
                 notify("Find Atoms", f"{len(table)} columns ({counts}) in {di.title}{more}")
                 self.commit_s = time.perf_counter() - t0
 
-            self.api.queue_task(commit)
+            window.queue_task(commit)
 
         self.last_thread = threading.Thread(target=work, name="atomsmith find atoms", daemon=True)
         self.last_thread.start()
@@ -190,7 +192,7 @@ class TrainOnFrame(_MenuItem):
         def tick() -> bool:
             self.progress = (self.progress[0] + 1, self.steps)
             if self.progress[0] % 10 == 0:
-                self.api.queue_task(report)
+                window.queue_task(report)
             return self.stop_event.is_set()
 
         def work() -> None:
@@ -210,7 +212,7 @@ class TrainOnFrame(_MenuItem):
                 notify("Train on This Frame failed", self.error)
             finally:
                 if task is not None:
-                    self.api.queue_task(lambda: task.__exit__(None, None, None))
+                    window.queue_task(lambda: task.__exit__(None, None, None))
 
         self.thread = threading.Thread(target=work, name="atomsmith training", daemon=True)
         self.thread.start()

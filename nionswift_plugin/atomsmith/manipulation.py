@@ -108,7 +108,7 @@ class MoveDopant(_MenuItem):
                 group.add_data_item(item)
                 self.recorded.append(item)
 
-            self.api.queue_task(add)
+            window.queue_task(add)
 
         def work() -> None:
             from atomsmith.manipulate import ManipulationError, move_atom
