@@ -16,7 +16,7 @@ import time
 import typing
 
 from . import live
-from .graphics import draw_atom_graphics, image_of, pixel_size_nm
+from .graphics import draw_atom_graphics, image_of, pixel_size_nm, swift_rgb
 from .state import MENU_BEFORE_ID, MENU_ID, MENU_NAME, STATE
 
 log = logging.getLogger("atomsmith")
@@ -117,7 +117,7 @@ class FindAtoms(_MenuItem):
                     from atomsmith.atoms.overlay import atom_overlay_rgb
 
                     xd = DataAndMetadata.new_data_and_metadata(
-                        atom_overlay_rgb(img, table.xy, table.label),
+                        swift_rgb(atom_overlay_rgb(img, table.xy, table.label)),
                         dimensional_calibrations=list(di.xdata.dimensional_calibrations)[:2])
                     overlay = self.api.library.create_data_item_from_data_and_metadata(
                         xd, f"Atoms of {di.title} ({len(table)} columns)")

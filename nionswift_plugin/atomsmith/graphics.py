@@ -105,3 +105,8 @@ def draw_atom_graphics(document_model: typing.Any, display_item: typing.Any, tab
                 g.label = names[int(lab)]
             display_item.add_graphic(g)
     return len(idx)
+
+
+def swift_rgb(rgb: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) RGB picture in Swift's channel order (Swift stores colour images as BGR)."""
+    return np.ascontiguousarray(np.asarray(rgb)[..., ::-1])

@@ -13,7 +13,7 @@ import typing
 
 import numpy as np
 
-from .graphics import draw_atom_graphics, image_of, is_partial_frame, pixel_size_nm
+from .graphics import draw_atom_graphics, image_of, is_partial_frame, pixel_size_nm, swift_rgb
 from .state import STATE
 
 COMPUTATION_ID = "atomsmith.live_find_atoms"
@@ -91,7 +91,7 @@ class LiveAtomFinding:
             table, error = None, str(exc)
         latency_ms = (time.perf_counter() - t0) * 1e3
         if table is not None:
-            rgb = atom_overlay_rgb(img, table.xy, table.label)
+            rgb = swift_rgb(atom_overlay_rgb(img, table.xy, table.label))
             counts = {name: int((table.label == k).sum()) for k, name in enumerate(table.class_names)}
         else:
             rgb = atom_overlay_rgb(img, np.zeros((0, 2)))
