@@ -37,9 +37,11 @@ class NionInstrument:
 
     def __init__(self, scan_hardware_source: typing.Any, stem_controller: typing.Any, *,
                  field_nm: tuple[float, float] = (6.0, 6.0), beam_current_pA: float | None = None,
-                 dose_cell_nm: float = 0.1, time_scale: float = 1.0, grab_timeout_s: float = 60.0) -> None:
+                 dose_cell_nm: float = 0.1, time_scale: float = 1.0, grab_timeout_s: float = 60.0,
+                 eels_camera_id: str = "usim_eels_camera") -> None:
         self.scan_device = scan_hardware_source
         self.stem = stem_controller
+        self.eels_camera_id = eels_camera_id
         self.field_nm = (float(field_nm[0]), float(field_nm[1]))
         if beam_current_pA is None:
             ok, amps = stem_controller.TryGetVal("BeamCurrent") if hasattr(stem_controller, "TryGetVal") else (False, None)
@@ -189,7 +191,35 @@ class NionInstrument:
         return bool(ok and v and v > 0.5)
 
     def acquire_spectrum(self, xy_nm: typing.Any, exposure_ms: float) -> typing.Any:
-        raise NotImplementedError("spectra through Swift's EELS camera are not wired yet")
+        """Park at ``xy_nm`` and read one EEL spectrum from the camera ``eels_camera_id`` (summed
+        over the camera's non-dispersive axis), energy axis from its calibration."""
+        from nion.instrumentation import HardwareSource
+
+        from atomsmith.instrument.protocol import Spectrum
+
+        if not exposure_ms > 0:
+            raise ValueError(f"exposure_ms={exposure_ms} must be > 0")
+        cam = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(self.eels_camera_id)
+        if cam is None:
+            raise RuntimeError(f"no EELS camera '{self.eels_camera_id}' in Swift")
+        start = time.perf_counter() - self._t0
+        self.park_probe(xy_nm, 0.0)  # checks the position; the exposure is the dwell
+        fp = cam.get_current_frame_parameters()
+        fp.exposure_ms = float(exposure_ms)
+        fp.processing = "sum_project"
+        cam.set_current_frame_parameters(fp)
+        cam.start_playing(sync_timeout=5.0)
+        try:
+            xd = cam.grab_next_to_finish(timeout=max(10.0, 5 * exposure_ms * 1e-3))[0]
+        finally:
+            cam.stop_playing(sync_timeout=5.0)
+        p = np.asarray(xy_nm, float)
+        self._deposit(p, self.electrons_per_us * exposure_ms * 1e3)
+        data = np.asarray(xd.data, float).reshape(-1)
+        cal = xd.dimensional_calibrations[-1]
+        energy = cal.offset + cal.scale * np.arange(data.size)
+        return Spectrum(energy_eV=energy, counts=data, xy_nm=(float(p[0]), float(p[1])),
+                        exposure_ms=float(exposure_ms), time_s=start)
 
     def acquire_diffraction(self, xy_nm: typing.Any, exposure_ms: float) -> np.ndarray:
         raise NotImplementedError("diffraction through Swift's cameras is not wired yet")

@@ -155,3 +155,15 @@ def test_twenty_seeded_manipulations_through_swift(usim_twin):
         assert ins.blanked
     print(f"{ok} of 20 trials reached the target through Swift")
     assert ok >= 18, ok
+
+
+def test_spectrum_on_a_column_through_swifts_eels_camera(usim_twin):
+    twin, gen, ctx, ins = usim_twin(3)
+    ins.subscan((3.0, 3.0), (64, 64), 1.28, 4.0)
+    dose = ins.dose_e_per_A2.sum()
+    spec = ins.acquire_spectrum((3.0, 3.0), 50.0)
+    assert spec.counts.ndim == 1 and spec.counts.size == spec.energy_eV.size > 100
+    assert np.all(np.diff(spec.energy_eV) > 0) and spec.counts.sum() > 0
+    assert ins.dose_e_per_A2.sum() > dose
+    with pytest.raises(OutOfFieldError):
+        ins.acquire_spectrum((9.0, 3.0), 50.0)
