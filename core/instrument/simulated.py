@@ -138,9 +138,19 @@ class SimulatedInstrument:
         """Scan a square field of view of side ``fov_nm`` centred on the sample field."""
         return self.subscan((self.field_nm[0] / 2, self.field_nm[1] / 2), shape_px, fov_nm, dwell_us)
 
-    def subscan(self, center_nm, shape_px, fov_nm: float, dwell_us: float) -> ScanFrame:
-        """Scan a square of side ``fov_nm`` centred at ``center_nm``; the square must lie in the field."""
-        c = self._check_point(center_nm, "center_nm")
+    def subscan(self, center_nm, shape_px, fov_nm: float, dwell_us: float, *,
+                clip_to_field: bool = False) -> ScanFrame:
+        """Scan a square of side ``fov_nm`` centred at ``center_nm``; the square must lie in the field.
+
+        With ``clip_to_field`` the frame may reach (or lie) outside the field, as a Swift scan may:
+        the columns there are still imaged, but dose and beam events are counted inside the field only.
+        """
+        if clip_to_field:
+            c = np.asarray(center_nm, dtype=float)
+            if c.shape != (2,) or not np.all(np.isfinite(c)):
+                raise ValueError(f"center_nm={center_nm!r} must be two finite numbers (x, y) in nm")
+        else:
+            c = self._check_point(center_nm, "center_nm")
         h, w = (int(shape_px[0]), int(shape_px[1]))
         if h < 2 or w < 2:
             raise ValueError(f"shape_px={shape_px} must be at least (2, 2)")
@@ -150,8 +160,9 @@ class SimulatedInstrument:
             raise ValueError(f"dwell_us={dwell_us} must be > 0")
         px_nm = fov_nm / max(h, w)
         half = np.array([w * px_nm, h * px_nm]) / 2
-        for corner in (c - half, c + half):
-            self._check_point(corner, "scan corner")
+        if not clip_to_field:
+            for corner in (c - half, c + half):
+                self._check_point(corner, "scan corner")
         origin = c - half + px_nm / 2
         scan = ScanSettings(dwell_us=dwell_us, t0_s=self.time_s, drift_nm_per_s=self.drift_nm_per_s)
         electrons_per_px = self.electrons_per_us * dwell_us

@@ -241,15 +241,33 @@ class UseGenericModel(_MenuItem):
         notify("Atomsmith", "Find Atoms and live atom finding use the generic model")
 
 
-class UseDigitalTwin(_MenuItem):
-    """Make Swift's simulated microscope (usim) image atomsmith's twin: graphene with a Si dopant."""
+class StartDigitalTwin(_MenuItem):
+    """Register atomsmith's twin as a Swift instrument (graphene with a Si dopant): a scan device
+    "Atomsmith Twin Scan", its STEM controller and an EELS camera, beside usim or a microscope."""
 
-    menu_item_name = "Use Digital Twin Sample"
+    menu_item_name = "Start Digital Twin"
+
+    def __init__(self, api: typing.Any) -> None:
+        super().__init__(api)
+        self.handles: typing.Any = None
 
     def execute(self, window: typing.Any) -> None:
-        from .swift_twin import use_twin_in_running_usim
+        from .swift_twin import start_twin
 
-        gen = use_twin_in_running_usim()
-        w, h = gen.twin.field_nm
-        notify("Digital twin", f"usim now images the twin: {len(gen.twin.sample.xy_A)} columns over "
-               f"{w:g} x {h:g} nm, scan centre = field centre")
+        if self.handles is not None and not self.handles.stopped:
+            notify("Digital twin", f"already running as scan device '{self.handles.scan_id}'")
+            return
+        self.handles = start_twin(with_eels=True)
+        twin = self.handles.twin
+        w, h = twin.field_nm
+        notify("Digital twin", f"scan device '{self.handles.scan_id}' images the twin: "
+               f"{len(twin.sample.xy_A)} columns over {w:g} x {h:g} nm, {twin.beam_current_pA:g} pA; "
+               "parking the probe on a neighbour of the Si makes it hop")
+
+    def close(self) -> None:
+        """Stop the twin (Swift closes the extension)."""
+        from .swift_twin import stop_twin
+
+        if self.handles is not None:
+            stop_twin(self.handles)
+            self.handles = None

@@ -32,7 +32,7 @@ class AtomsmithExtension:
             "use_generic_model": actions.UseGenericModel(api),
             "move_dopant": mover,
             "stop_manipulation": manipulation.StopManipulation(api, mover),
-            "use_digital_twin": actions.UseDigitalTwin(api),
+            "start_digital_twin": actions.StartDigitalTwin(api),
         }
         self.menu_items = [api.create_menu_item(h) for h in self.handlers.values()]
 
@@ -40,3 +40,5 @@ class AtomsmithExtension:
         for ref in self.menu_items:
             ref.close()
         self.menu_items = []
+        self.handlers["start_digital_twin"].close()
+        live.close_all()

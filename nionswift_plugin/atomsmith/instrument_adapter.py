@@ -1,91 +1,174 @@
-"""``NionInstrument``: atomsmith's :class:`~atomsmith.instrument.Instrument` over Swift's scan device
-and STEM controller, so scripts written for the twin run on usim and on a Nion microscope.
+"""``NionInstrument``: atomsmith's :class:`~atomsmith.instrument.Instrument` over Swift's scan
+hardware source, STEM controller and (optional) EELS camera, so code written for the twin runs on
+the twin in Swift (:mod:`.swift_twin`), on usim and on a Nion microscope.
 
-Positions are nm in a square field of side ``field_nm`` whose centre is Swift's scan centre
-(0, 0): instrument (x, y) = Swift's scan coordinate (x, y) + field / 2, so every position is
-non-negative, as on the twin. Sub-scans set the scan device's frame parameters (size, field of
-view, centre, pixel time) and grab the next frame; parking sets the scan device's probe position
-(fractional (y, x) within the last frame, its scan context) and unblanks (``C_Blank`` = 0) for
-the dwell; :meth:`blank` sets ``C_Blank`` = 1 and sends the probe to its idle position. Every
-position is checked against the field (:class:`~atomsmith.instrument.OutOfFieldError`) before
-the beam moves. Dose is counted from the beam current (the ``BeamCurrent`` control, in A, when
-the instrument has one) and the dwell times.
+Devices are given by id (or as native objects): the defaults are the twin's
+``"atomsmith_twin_scan"`` / ``"atomsmith_twin_stem_controller"``; usim's are
+``"usim_scan_device"`` / ``"usim_stem_controller"`` / ``"usim_eels_camera"``; a Nion microscope's
+scan is ``"superscan"`` (its STEM controller is then taken from the scan hardware source).
 
-Example for Swift's Python console (a Nion microscope: ``scan_id="superscan"``)::
+Positions are nm in a field of ``field_nm`` whose centre is Swift's scan centre (0, 0):
+instrument (x, y) = Swift's scan coordinate (x, y) + field / 2, so every position is
+non-negative, as on the twin.
 
-    from nionswift_plugin.atomsmith.instrument_adapter import NionInstrument
-    from atomsmith.manipulate import move_atom
-    ins = NionInstrument.from_registry(scan_id="usim_scan_device", field_nm=(6.0, 6.0))
-    frame = ins.subscan((3.0, 3.0), (128, 128), 2.0, 16.0)     # nm, px, nm, us
-    result = move_atom(ins, dopant_xy_nm, target_xy_nm)          # beam blanked at the end
+* :meth:`subscan` sets the frame parameters (size, ``fov_nm``, ``center_nm``, ``pixel_time_us``,
+  no rotation), unblanks (``C_Blank`` = 0) and takes exactly one frame (``record_immediate``;
+  ``grab_next_to_start`` on scan sources without it), then blanks again. The frame becomes
+  Swift's scan context. The :class:`~atomsmith.instrument.ScanFrame` is calibrated from the
+  parameters: ``pixel_size_nm`` = fov / rows, ``origin_nm`` = pixel (0, 0)'s centre.
+* :meth:`park_probe` checks the position against the field and the current scan context (the
+  last full frame) and raises :class:`~atomsmith.instrument.OutOfFieldError` before any beam
+  action; then sets the probe position (fractional (y, x) of the scan context), unblanks, waits
+  the dwell (times ``time_scale``) and blanks: the probe stays parked there, beam off.
+* :meth:`blank` sets ``C_Blank`` = 1 and stops any running scan (probe parked).
+* Every beam action runs in :meth:`beam_action`: any error leaves the probe parked and the beam
+  blanked; ``with NionInstrument(...) as ins:`` blanks on exit as well.
+* :attr:`dose_e_per_A2` counts the exposures it made: beam current (Swift's ``BeamCurrent``
+  control, A, when present, else the ``beam_current_pA`` given) times dwell, spread over each
+  scanned frame or put at the parked position.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import typing
 
 import numpy as np
 
-from atomsmith.instrument.protocol import OutOfFieldError, ScanFrame
+from atomsmith.instrument.protocol import OutOfFieldError, ScanFrame, Spectrum
 
 _E_CHARGE = 1.602176634e-19
+TWIN_SCAN_ID = "atomsmith_twin_scan"
+TWIN_STEM_ID = "atomsmith_twin_stem_controller"
+
+
+def _hardware_source(hs: typing.Any) -> typing.Any:
+    if not isinstance(hs, str):
+        return getattr(hs, "_hardware_source", hs)  # a Facade HardwareSource -> the native one
+    from nion.instrumentation import HardwareSource
+
+    found = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(hs)
+    if found is None:
+        raise RuntimeError(f"no hardware source '{hs}' in Swift (is the instrument connected?)")
+    return found
+
+
+def _stem_controller(stem: typing.Any, scan: typing.Any) -> typing.Any:
+    if stem is not None and not isinstance(stem, str):
+        return getattr(stem, "_instrument", stem)  # a Facade Instrument -> the native one
+    if isinstance(stem, str):
+        from nion.instrumentation import HardwareSource
+
+        found = HardwareSource.HardwareSourceManager().get_instrument_by_id(stem)
+        own = getattr(scan, "stem_controller", None)
+        if found is None and own is not None and getattr(own, "instrument_id", None) == stem:
+            found = own
+        if found is not None:
+            return found
+    own = getattr(scan, "stem_controller", None)  # the STEM controller the scan device was built with
+    if own is not None:
+        return own
+    from nion.utils import Registry
+
+    found = Registry.get_component("stem_controller")
+    if found is None:
+        raise RuntimeError(f"no STEM controller '{stem}' in Swift")
+    return found
 
 
 class NionInstrument:
-    """The Instrument protocol over a Swift scan hardware source and STEM controller (native objects)."""
+    """The Instrument protocol over Swift's devices.
 
-    def __init__(self, scan_hardware_source: typing.Any, stem_controller: typing.Any, *,
-                 field_nm: tuple[float, float] = (6.0, 6.0), beam_current_pA: float | None = None,
-                 dose_cell_nm: float = 0.1, time_scale: float = 1.0, grab_timeout_s: float = 60.0,
-                 eels_camera_id: str = "usim_eels_camera") -> None:
-        self.scan_device = scan_hardware_source
-        self.stem = stem_controller
+    Args:
+        scan: scan hardware source id (or the native/Facade object); default the twin's.
+        stem_controller: STEM controller id (or object); default the twin's; a missing id falls
+            back to the scan source's own STEM controller.
+        eels_camera_id: EELS camera hardware source id for :meth:`acquire_spectrum` (None: none).
+        field_nm: (width, height) of the field positions may lie in, centred on Swift's (0, 0).
+        beam_current_pA: beam current when the STEM controller has no ``BeamCurrent`` control.
+        dose_cell_nm: cell of :attr:`dose_e_per_A2`.
+        time_scale: wall-clock seconds waited per second of dwell (< 1 only on a simulator whose
+            beam clock runs faster, e.g. the twin started with ``time_scale`` = 1 / this).
+        grab_timeout_s: limit for one frame.
+    """
+
+    def __init__(self, scan: typing.Any = TWIN_SCAN_ID, stem_controller: typing.Any = TWIN_STEM_ID, *,
+                 eels_camera_id: str | None = None, field_nm: tuple[float, float] = (6.0, 6.0),
+                 beam_current_pA: float = 20.0, dose_cell_nm: float = 0.1, time_scale: float = 1.0,
+                 grab_timeout_s: float = 60.0) -> None:
+        self.scan_device = _hardware_source(scan)
+        self.stem = _stem_controller(stem_controller, self.scan_device)
         self.eels_camera_id = eels_camera_id
         self.field_nm = (float(field_nm[0]), float(field_nm[1]))
-        if beam_current_pA is None:
-            ok, amps = stem_controller.TryGetVal("BeamCurrent") if hasattr(stem_controller, "TryGetVal") else (False, None)
-            beam_current_pA = float(amps) * 1e12 if ok and amps else 20.0
-        self.beam_current_pA = float(beam_current_pA)
-        self.time_scale = float(time_scale)  # < 1 only for simulations: dwell times pass faster
-        self.grab_timeout_s = grab_timeout_s
+        if not beam_current_pA > 0:
+            raise ValueError(f"beam_current_pA={beam_current_pA} must be > 0")
+        self._beam_current_pA = float(beam_current_pA)
+        self.time_scale = float(time_scale)
+        self.grab_timeout_s = float(grab_timeout_s)
         self.dose_cell_nm = float(dose_cell_nm)
         ny = max(1, int(np.ceil(self.field_nm[1] / dose_cell_nm)))
         nx = max(1, int(np.ceil(self.field_nm[0] / dose_cell_nm)))
         self._dose = np.zeros((ny, nx))  # electrons per cell
-        self._last: tuple[np.ndarray, float, tuple[int, int]] | None = None  # origin edge, px, shape
+        self.total_electrons = 0.0
         self._t0 = time.perf_counter()
 
     @classmethod
-    def from_registry(cls, *, scan_id: str = "usim_scan_device", **kwargs: typing.Any) -> NionInstrument:
-        """The instrument around Swift's scan device ``scan_id`` and the registered STEM controller."""
-        from nion.instrumentation import HardwareSource
-        from nion.utils import Registry
-
-        hs = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(scan_id)
-        if hs is None:
-            raise RuntimeError(f"no scan device '{scan_id}' in Swift (is the instrument connected?)")
-        stem = Registry.get_component("stem_controller")
-        if stem is None:
-            raise RuntimeError("no STEM controller registered in Swift")
-        return cls(hs, stem, **kwargs)
+    def from_registry(cls, *, scan_id: str = TWIN_SCAN_ID, stem_id: str | None = None,
+                      **kwargs: typing.Any) -> NionInstrument:
+        """The instrument around Swift's scan device ``scan_id`` and its STEM controller."""
+        return cls(scan_id, stem_id, **kwargs)
 
     @classmethod
     def for_data_item(cls, api: typing.Any, data_item: typing.Any, **kwargs: typing.Any) -> NionInstrument:
         """The instrument that acquired ``data_item`` (a Facade DataItem from a scan device)."""
         md = data_item.metadata or {}
-        scan_id = md.get("hardware_source", {}).get("hardware_source_id") or "usim_scan_device"
-        return cls.from_registry(scan_id=scan_id, **kwargs)
+        scan_id = md.get("hardware_source", {}).get("hardware_source_id") or TWIN_SCAN_ID
+        return cls(scan_id, None, **kwargs)
 
-    # ----------------------------------------------------------------- checks and bookkeeping
+    # ----------------------------------------------------------------- state and bookkeeping
+    @property
+    def beam_current_pA(self) -> float:
+        """Swift's ``BeamCurrent`` control (A -> pA) when present, else the constructor's value."""
+        try:
+            ok, amps = self.stem.TryGetVal("BeamCurrent")
+        except Exception:  # noqa: BLE001  (no such control)
+            ok, amps = False, None
+        return float(amps) * 1e12 if ok and amps and amps > 0 else self._beam_current_pA
+
     @property
     def electrons_per_us(self) -> float:
         return self.beam_current_pA * 1e-12 / _E_CHARGE * 1e-6
 
     @property
     def dose_e_per_A2(self) -> np.ndarray:
-        """(ny, nx) dose map over the field, e/A^2 (cells of ``dose_cell_nm``)."""
+        """(ny, nx) dose this instrument delivered over the field, e/A^2 (cells of ``dose_cell_nm``)."""
         return self._dose / (self.dose_cell_nm * 10.0) ** 2
+
+    @property
+    def blanked(self) -> bool:
+        ok, v = self.stem.TryGetVal("C_Blank")
+        return bool(ok and v is not None and v > 0.5)
+
+    def _deposit_point(self, xy_nm: np.ndarray, electrons: float) -> None:
+        ny, nx = self._dose.shape
+        ix = int(np.clip(xy_nm[0] / self.dose_cell_nm, 0, nx - 1))
+        iy = int(np.clip(xy_nm[1] / self.dose_cell_nm, 0, ny - 1))
+        self._dose[iy, ix] += electrons
+        self.total_electrons += electrons
+
+    def _deposit_frame(self, origin_nm: np.ndarray, px_nm: float, shape: tuple[int, int], e_per_px: float) -> None:
+        h, w = shape
+        xs = origin_nm[0] + np.arange(w) * px_nm
+        ys = origin_nm[1] + np.arange(h) * px_nm
+        ix = np.floor(xs / self.dose_cell_nm).astype(int)
+        iy = np.floor(ys / self.dose_cell_nm).astype(int)
+        ny, nx = self._dose.shape
+        cx = np.bincount(ix[(ix >= 0) & (ix < nx)], minlength=nx)[:nx]
+        cy = np.bincount(iy[(iy >= 0) & (iy < ny)], minlength=ny)[:ny]
+        add = np.outer(cy, cx) * e_per_px
+        self._dose += add
+        self.total_electrons += float(add.sum())
 
     def _check(self, xy_nm: typing.Any, name: str) -> np.ndarray:
         p = np.asarray(xy_nm, float).reshape(-1)
@@ -97,28 +180,61 @@ class NionInstrument:
                                   f"y in [0, {h:g}] nm")
         return p
 
-    def _deposit(self, xy_nm: np.ndarray, electrons: float) -> None:
-        ny, nx = self._dose.shape
-        ix = int(np.clip(xy_nm[0] / self.dose_cell_nm, 0, nx - 1))
-        iy = int(np.clip(xy_nm[1] / self.dose_cell_nm, 0, ny - 1))
-        self._dose[iy, ix] += electrons
-
-    def _swift_xy(self, p: np.ndarray) -> np.ndarray:
-        return p - np.asarray(self.field_nm) / 2.0
-
     def calibrated_to_instrument_nm(self, xy_nm: typing.Any) -> np.ndarray:
         """Swift's calibrated scan coordinates (x, y) nm (0 at the scan centre) -> this field's nm."""
         return np.asarray(xy_nm, float) + np.asarray(self.field_nm) / 2.0
 
     def instrument_to_calibrated_nm(self, xy_nm: typing.Any) -> np.ndarray:
         """This field's (x, y) nm -> Swift's calibrated scan coordinates."""
-        return self._swift_xy(np.asarray(xy_nm, float))
+        return np.asarray(xy_nm, float) - np.asarray(self.field_nm) / 2.0
+
+    def scan_context_rect_nm(self) -> tuple[np.ndarray, np.ndarray]:
+        """(top-left edge, (width, height)) of Swift's scan context in this field's nm."""
+        ctx = self.stem.scan_context
+        h, w = int(ctx.size.height), int(ctx.size.width)
+        px = float(ctx.fov_nm) / max(h, 1)  # Swift: fov_nm spans the frame height
+        size = np.array([w * px, h * px])
+        centre = self.calibrated_to_instrument_nm((float(ctx.center_nm.x), float(ctx.center_nm.y)))
+        return centre - size / 2.0, size
+
+    # ----------------------------------------------------------------- safety
+    def blank(self) -> None:
+        """Beam off the sample (``C_Blank`` = 1) and any running scan stopped (probe parked)."""
+        try:
+            self.stem.SetValWait("C_Blank", 1.0, 200)
+        finally:
+            if self.scan_device.is_playing:
+                self.scan_device.abort_playing(sync_timeout=5.0)
+
+    def _unblank(self) -> None:
+        if not self.stem.SetValWait("C_Blank", 0.0, 200):
+            raise RuntimeError("the STEM controller refused C_Blank = 0")
+
+    @contextlib.contextmanager
+    def beam_action(self) -> typing.Iterator[None]:
+        """Run a beam action; on any error (or interrupt) the probe is left parked and blanked."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.blank()
+            except Exception:  # noqa: BLE001  (the original error matters)
+                pass
+            raise
+
+    def __enter__(self) -> NionInstrument:
+        return self
+
+    def __exit__(self, *exc: typing.Any) -> None:
+        self.blank()
 
     # ----------------------------------------------------------------- the protocol
     def scan(self, shape_px: tuple[int, int], fov_nm: float, dwell_us: float) -> ScanFrame:
+        """Scan a square of side ``fov_nm`` centred on the field."""
         return self.subscan((self.field_nm[0] / 2, self.field_nm[1] / 2), shape_px, fov_nm, dwell_us)
 
     def subscan(self, center_nm: typing.Any, shape_px: tuple[int, int], fov_nm: float, dwell_us: float) -> ScanFrame:
+        """Scan a square of side ``fov_nm`` centred at ``center_nm`` (it must lie in the field)."""
         from nion.utils import Geometry
 
         c = self._check(center_nm, "center_nm")
@@ -129,97 +245,114 @@ class NionInstrument:
         half = np.array([w, h]) * px / 2.0
         for corner in (c - half, c + half):
             self._check(corner, "scan corner")
-        fp = self.scan_device.get_current_frame_parameters()
-        fp.size = Geometry.IntSize(height=h, width=w)
-        fp.fov_nm = float(fov_nm)
-        sc = self._swift_xy(c)
-        fp.center_nm = Geometry.FloatPoint(y=float(sc[1]), x=float(sc[0]))
-        fp.pixel_time_us = float(dwell_us)
-        fp.rotation_rad = 0.0
-        start = time.perf_counter() - self._t0
-        self.stem.SetValWait("C_Blank", 0.0, 200)
-        self.scan_device.set_current_frame_parameters(fp)
-        self.scan_device.start_playing()
-        try:
-            xd = self.scan_device.grab_next_to_start(timeout=self.grab_timeout_s)[0]
-        finally:
-            self.scan_device.stop_playing(sync_timeout=10)
-        if xd is None:
-            raise RuntimeError("the scan device returned no frame")
-        electrons = self.electrons_per_us * dwell_us * h * w
-        self._deposit(c, electrons)
-        origin_edge = c - half
-        self._last = (origin_edge, px, (h, w))
-        return ScanFrame(image=np.asarray(xd.data, np.float32), pixel_size_nm=px,
-                         origin_nm=tuple(origin_edge + px / 2.0), time_s=start, dwell_us=float(dwell_us),
-                         metadata={"beam_current_pA": self.beam_current_pA, "scan_device": getattr(
-                             self.scan_device, "hardware_source_id", None)})
+        with self.beam_action():
+            if self.scan_device.is_playing:
+                self.scan_device.abort_playing(sync_timeout=5.0)
+            fp = self.scan_device.get_current_frame_parameters()
+            fp.pixel_size = Geometry.IntSize(height=h, width=w)
+            fp.fov_nm = px * h  # Swift: fov_nm spans the frame height
+            sc = self.instrument_to_calibrated_nm(c)
+            fp.center_nm = Geometry.FloatPoint(y=float(sc[1]), x=float(sc[0]))
+            fp.pixel_time_us = float(dwell_us)
+            fp.rotation_rad = 0.0
+            for name in ("subscan_pixel_size", "subscan_fractional_size", "subscan_fractional_center"):
+                if getattr(fp, name, None) is not None:
+                    setattr(fp, name, None)
+            self.scan_device.set_current_frame_parameters(fp)  # also Swift's scan context now
+            start = time.perf_counter() - self._t0
+            self._unblank()
+            try:
+                if hasattr(self.scan_device, "record_immediate"):
+                    xds = self.scan_device.record_immediate(fp, sync_timeout=self.grab_timeout_s)
+                else:
+                    try:
+                        xds = self.scan_device.grab_next_to_start(timeout=self.grab_timeout_s)
+                    finally:
+                        self.scan_device.abort_playing(sync_timeout=5.0)
+            finally:
+                self.stem.SetValWait("C_Blank", 1.0, 200)
+            xd = xds[0] if xds else None
+            if xd is None:
+                raise RuntimeError("the scan device returned no frame")
+            image = np.asarray(xd.data, np.float32)
+            if image.shape != (h, w):
+                raise RuntimeError(f"the scan device returned a {image.shape} frame, not {(h, w)}")
+            origin_edge = c - half
+            e_per_px = self.electrons_per_us * dwell_us
+            self._deposit_frame(origin_edge + px / 2.0, px, (h, w), e_per_px)
+            return ScanFrame(image=image, pixel_size_nm=px, origin_nm=tuple(float(v) for v in origin_edge + px / 2.0),
+                             time_s=start, dwell_us=float(dwell_us),
+                             metadata={"beam_current_pA": self.beam_current_pA,
+                                       "dose_e_per_A2": e_per_px / (px * 10.0) ** 2,
+                                       "scan_device": getattr(self.scan_device, "hardware_source_id", None)})
+
+    def _probe_fraction(self, p: np.ndarray) -> tuple[float, float]:
+        edge, size = self.scan_context_rect_nm()
+        frac = (p - edge) / size
+        if not np.all((frac >= 0.0) & (frac <= 1.0)):
+            raise OutOfFieldError(
+                f"({p[0]:.3f}, {p[1]:.3f}) nm is outside Swift's scan context x in [{edge[0]:.3f}, "
+                f"{edge[0] + size[0]:.3f}], y in [{edge[1]:.3f}, {edge[1] + size[1]:.3f}] nm (scan there first)")
+        return float(frac[1]), float(frac[0])
 
     def park_probe(self, xy_nm: typing.Any, dwell_ms: float) -> None:
+        """Probe at ``xy_nm`` with the beam on for ``dwell_ms``, then blanked (probe stays parked there)."""
         from nion.utils import Geometry
 
         p = self._check(xy_nm, "xy_nm")
         if not dwell_ms >= 0:
             raise ValueError(f"dwell_ms={dwell_ms} must be >= 0")
-        if self._last is None:
-            raise RuntimeError("scan first: the probe is placed within the last scanned frame")
-        origin_edge, px, (h, w) = self._last
-        frac = (p - origin_edge) / (np.array([w, h]) * px)
-        if not np.all((frac >= 0) & (frac <= 1)):
-            raise OutOfFieldError(f"xy_nm=({p[0]:.3f}, {p[1]:.3f}) nm is outside the last scanned frame")
-        self.scan_device.probe_position = Geometry.FloatPoint(y=float(frac[1]), x=float(frac[0]))
-        self.stem.SetValWait("C_Blank", 0.0, 200)
-        time.sleep(dwell_ms * 1e-3 * self.time_scale)
-        self._deposit(p, self.electrons_per_us * dwell_ms * 1e3)
-        hook = getattr(getattr(self.stem, "scan_data_generator", None), "probe_parked", None)
-        if hook is not None:  # the twin in Swift: it takes the dose and may hop
-            hook(tuple(self._swift_xy(p)), dwell_ms)
-
-    def blank(self) -> None:
-        """Beam off the sample (``C_Blank`` = 1) and the probe to its idle position."""
-        try:
-            self.stem.SetValWait("C_Blank", 1.0, 200)
-        finally:
+        fy, fx = self._probe_fraction(p)
+        with self.beam_action():
+            if self.scan_device.is_playing:
+                self.blank()
+            self.scan_device.probe_position = Geometry.FloatPoint(y=fy, x=fx)
+            self._unblank()
             try:
-                self.scan_device.probe_position = None
-            except Exception:  # noqa: BLE001  (blanking is what matters)
-                pass
+                time.sleep(dwell_ms * 1e-3 * self.time_scale)
+            finally:
+                self.stem.SetValWait("C_Blank", 1.0, 200)
+            self._deposit_point(p, self.electrons_per_us * dwell_ms * 1e3)
 
-    @property
-    def blanked(self) -> bool:
-        ok, v = self.stem.TryGetVal("C_Blank")
-        return bool(ok and v and v > 0.5)
+    def acquire_spectrum(self, xy_nm: typing.Any, exposure_ms: float) -> Spectrum:
+        """Park at ``xy_nm`` and read one EEL spectrum from ``eels_camera_id`` (one frame summed over
+        the non-dispersive axis; energy axis from its last calibration); beam blanked afterwards."""
+        from nion.utils import Geometry
 
-    def acquire_spectrum(self, xy_nm: typing.Any, exposure_ms: float) -> typing.Any:
-        """Park at ``xy_nm`` and read one EEL spectrum from the camera ``eels_camera_id`` (summed
-        over the camera's non-dispersive axis), energy axis from its calibration."""
-        from nion.instrumentation import HardwareSource
-
-        from atomsmith.instrument.protocol import Spectrum
-
+        if self.eels_camera_id is None:
+            raise RuntimeError("no EELS camera configured (eels_camera_id)")
         if not exposure_ms > 0:
             raise ValueError(f"exposure_ms={exposure_ms} must be > 0")
-        cam = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(self.eels_camera_id)
-        if cam is None:
-            raise RuntimeError(f"no EELS camera '{self.eels_camera_id}' in Swift")
+        p = self._check(xy_nm, "xy_nm")
+        fy, fx = self._probe_fraction(p)
+        cam = _hardware_source(self.eels_camera_id)
         start = time.perf_counter() - self._t0
-        self.park_probe(xy_nm, 0.0)  # checks the position; the exposure is the dwell
-        fp = cam.get_current_frame_parameters()
-        fp.exposure_ms = float(exposure_ms)
-        fp.processing = "sum_project"
-        cam.set_current_frame_parameters(fp)
-        cam.start_playing(sync_timeout=5.0)
-        try:
-            xd = cam.grab_next_to_finish(timeout=max(10.0, 5 * exposure_ms * 1e-3))[0]
-        finally:
-            cam.stop_playing(sync_timeout=5.0)
-        p = np.asarray(xy_nm, float)
-        self._deposit(p, self.electrons_per_us * exposure_ms * 1e3)
-        data = np.asarray(xd.data, float).reshape(-1)
-        cal = xd.dimensional_calibrations[-1]
-        energy = cal.offset + cal.scale * np.arange(data.size)
-        return Spectrum(energy_eV=energy, counts=data, xy_nm=(float(p[0]), float(p[1])),
-                        exposure_ms=float(exposure_ms), time_s=start)
+        with self.beam_action():
+            if self.scan_device.is_playing:
+                self.blank()
+            self.scan_device.probe_position = Geometry.FloatPoint(y=fy, x=fx)
+            fp = cam.get_current_frame_parameters()
+            fp.exposure_ms = float(exposure_ms)  # (Swift clears "sum_project" in view mode: summed below)
+            cam.set_current_frame_parameters(fp)
+            self._unblank()
+            t_on = time.perf_counter()
+            try:
+                cam.start_playing(sync_timeout=5.0)
+                try:
+                    xd = cam.grab_next_to_finish(timeout=max(10.0, 5 * exposure_ms * 1e-3))[0]
+                finally:
+                    cam.abort_playing(sync_timeout=5.0)
+            finally:
+                self.stem.SetValWait("C_Blank", 1.0, 200)
+            on_us = (time.perf_counter() - t_on) * 1e6  # the beam was on while the camera ran
+            beam_us = on_us / self.time_scale if self.time_scale > 0 else exposure_ms * 1e3
+            self._deposit_point(p, self.electrons_per_us * beam_us)
+            data = np.asarray(xd.data, float)
+            data = data.reshape(-1, data.shape[-1]).sum(axis=0)  # sum the non-dispersive axis
+            cal = xd.dimensional_calibrations[-1]
+            energy = cal.offset + cal.scale * np.arange(data.size)
+            return Spectrum(energy_eV=energy, counts=data, xy_nm=(float(p[0]), float(p[1])),
+                            exposure_ms=float(exposure_ms), time_s=start)
 
     def acquire_diffraction(self, xy_nm: typing.Any, exposure_ms: float) -> np.ndarray:
         raise NotImplementedError("diffraction through Swift's cameras is not wired yet")

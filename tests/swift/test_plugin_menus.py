@@ -75,6 +75,17 @@ def test_find_atoms_without_a_selection_is_refused_not_raised(swift):
     ext.handlers["find_atoms"].menu_item_execute(win)  # a notification, no exception
 
 
+def _settle(dc, computation):
+    """Run Swift's computations, wait for the live worker, then let the UI thread store its result."""
+    from nionswift_plugin.atomsmith import live
+
+    dc.document_model.recompute_all()
+    ls = live.live_source(computation)
+    assert ls is not None and ls.wait_idle(60)
+    dc.periodic()
+    return ls
+
+
 def test_live_atom_finding_skips_partial_frames(swift):
     dc, ext, api = swift
     im, xd = _frame(n=128)
@@ -82,27 +93,25 @@ def test_live_atom_finding_skips_partial_frames(swift):
     win = _show(dc, api, di)
     h = ext.handlers["live_atom_finding"]
     h.menu_item_execute(win)
-    dc.document_model.recompute_all()
-    dc.periodic()
+    ls = _settle(dc, h.computation)
     out = h.computation.get_result("overlay")
     assert out is not None and out.xdata.data_shape == (128, 128, 3)
     n_full = out.xdata.metadata["atomsmith"]["n_columns"]
     truth = im.truth.select(im.truth.occupied)
     assert abs(n_full - len(truth.xy)) <= 0.05 * len(truth.xy)
-    assert out.title == f"Atoms ({n_full} columns)"
+    assert out.title == f"Atoms ({n_full} columns)" and ls.done == 1
     # a partial frame (the scan is at row 40 of 128) is not searched: the result stays
     _, partial = _frame(n=128, seed=5, valid_rows=40)
     di.set_data_and_metadata(partial)
-    dc.document_model.recompute_all()
-    dc.periodic()
-    assert out.xdata.metadata["atomsmith"]["n_columns"] == n_full
-    # the next completed frame is
+    _settle(dc, h.computation)
+    assert out.xdata.metadata["atomsmith"]["n_columns"] == n_full and ls.done == 1
+    # the next completed frame is, once, though both the data item's event and the computation see it
     im2, full2 = _frame(n=128, dose=2e4, seed=6)
     di.set_data_and_metadata(full2)
-    dc.document_model.recompute_all()
-    dc.periodic()
+    _settle(dc, h.computation)
     md = out.xdata.metadata["atomsmith"]
     assert md["latency_ms"] > 0 and abs(md["n_columns"] - len(truth.xy)) <= 0.05 * len(truth.xy)
+    assert ls.done == 2 and ls.dropped == 0
 
 
 @pytest.mark.slow
