@@ -9,7 +9,6 @@ from sklearn.mixture import GaussianMixture
 
 from .table import AtomTable
 
-
 _MIN_ASHMAN_D = 2.5
 
 
@@ -19,7 +18,7 @@ def _merge_overlapping(w, m, s2, groups):
     comps = [(float(w[i]), float(m[i]), float(s2[i]), list(g)) for i, g in enumerate(groups)]
     while len(comps) > 1:
         comps.sort(key=lambda c: c[1])
-        d = [np.sqrt(2.0) * (b[1] - a[1]) / np.sqrt(a[2] + b[2] + 1e-300) for a, b in zip(comps[:-1], comps[1:])]
+        d = [np.sqrt(2.0) * (b[1] - a[1]) / np.sqrt(a[2] + b[2] + 1e-300) for a, b in zip(comps[:-1], comps[1:], strict=False)]
         j = int(np.argmin(d))
         if d[j] >= _MIN_ASHMAN_D:
             break

@@ -301,7 +301,7 @@ class _Profile:
             self._stride = v.shape[1]
             self._v, self._d = v.ravel(), d.ravel().astype(_F)
 
-    def take(self, cls) -> "_Profile":
+    def take(self, cls) -> _Profile:
         """The profile of the columns of classes ``cls`` (one per row of the pixel stacks)."""
         if self.n_classes <= 1 or cls is None:
             return self

@@ -16,7 +16,6 @@ from scipy import ndimage
 
 from .checks import as_image
 
-
 _MIN_SIGNIFICANCE = 6.0  # a lattice peak's excess over the background in units of its ring's noise
 _MIN_SIGNIFICANCE_RATIO = 3.5  # the same for a lower peak at a lattice ratio to the strongest
 _LATTICE_RATIOS = np.array([np.sqrt(2.0), np.sqrt(3.0), 2.0])

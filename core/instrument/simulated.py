@@ -214,15 +214,31 @@ class SimulatedInstrument:
 
     def acquire_spectrum(self, xy_nm, exposure_ms: float) -> Spectrum:
         """EEL spectrum of the atoms under the probe (PSF-weighted), with Poisson noise."""
-        from ..simulate.eels import EDGES, eels_spectrum
-
         start = self.time_s
         p, electrons, sample_xy_A = self._expose(xy_nm, exposure_ms)
+        counts = self._spectrum(sample_xy_A, electrons, self.spectrometer_energy_eV)
+        return Spectrum(energy_eV=self.spectrometer_energy_eV, counts=counts, xy_nm=(float(p[0]), float(p[1])),
+                        exposure_ms=float(exposure_ms), time_s=start)
+
+    def spectrum_at(self, xy_nm, electrons: float, energy_eV: np.ndarray | None = None) -> np.ndarray:
+        """The EEL spectrum (counts per channel, Poisson noise) that ``electrons`` incident at
+        ``xy_nm`` give now, without exposing the sample (no dose, no time, no beam events): for a
+        detector whose beam time is accounted elsewhere (the twin's Swift EELS camera).
+        ``energy_eV``: evenly spaced channel centres (default the twin's spectrometer)."""
+        p = self._check_point(xy_nm)
+        if not electrons >= 0:
+            raise ValueError(f"electrons={electrons} must be >= 0")
+        energy = self.spectrometer_energy_eV if energy_eV is None else np.asarray(energy_eV, float)
+        if electrons == 0:
+            return np.zeros(energy.size)
+        return self._spectrum(p * 10.0 - self._sample_shift_A(self.time_s), float(electrons), energy)
+
+    def _spectrum(self, sample_xy_A: np.ndarray, electrons: float, energy_eV: np.ndarray) -> np.ndarray:
+        from ..simulate.eels import EDGES, eels_spectrum
+
         amounts = self._local_amounts(sample_xy_A)
         amounts = {el: a for el, a in amounts.items() if el in EDGES}  # elements with a tabulated edge
-        spec = eels_spectrum(self.spectrometer_energy_eV, amounts, electrons=electrons, seed=self.rng)
-        return Spectrum(energy_eV=self.spectrometer_energy_eV, counts=spec.data, xy_nm=(float(p[0]), float(p[1])),
-                        exposure_ms=float(exposure_ms), time_s=start)
+        return eels_spectrum(energy_eV, amounts, electrons=electrons, seed=self.rng).data
 
     def acquire_diffraction(self, xy_nm, exposure_ms: float) -> np.ndarray:
         """Convergent-beam diffraction pattern with the probe at ``xy_nm`` (electrons per pixel)."""
@@ -231,6 +247,19 @@ class SimulatedInstrument:
         _, electrons, sample_xy_A = self._expose(xy_nm, exposure_ms)
         pattern = diffraction_pattern(self.sample, sample_xy_A, probe=self.probe, electrons=electrons, seed=self.rng)
         return pattern.data
+
+    def diffraction_at(self, xy_nm, electrons: float) -> np.ndarray:
+        """The diffraction pattern (electrons per pixel, Poisson noise) that ``electrons`` incident
+        at ``xy_nm`` give now, without exposing the sample (no dose, no time, no beam events): for
+        a detector whose beam time is accounted elsewhere (the twin's Swift camera)."""
+        from ..simulate.fourd import diffraction_pattern
+
+        p = self._check_point(xy_nm)
+        if not electrons > 0:
+            raise ValueError(f"electrons={electrons} must be > 0")
+        sample_xy_A = p * 10.0 - self._sample_shift_A(self.time_s)
+        return diffraction_pattern(self.sample, sample_xy_A, probe=self.probe, electrons=float(electrons),
+                                   seed=self.rng).data
 
     # ----------------------------------------------------------------- sample physics
     def _local_amounts(self, xy_A: np.ndarray) -> dict[str, float]:

@@ -243,7 +243,8 @@ class UseGenericModel(_MenuItem):
 
 class StartDigitalTwin(_MenuItem):
     """Register atomsmith's twin as a Swift instrument (graphene with a Si dopant): a scan device
-    "Atomsmith Twin Scan", its STEM controller and an EELS camera, beside usim or a microscope."""
+    "Atomsmith Twin Scan", its STEM controller, an EELS and a diffraction camera, beside usim or a
+    microscope."""
 
     menu_item_name = "Start Digital Twin"
 
@@ -257,7 +258,7 @@ class StartDigitalTwin(_MenuItem):
         if self.handles is not None and not self.handles.stopped:
             notify("Digital twin", f"already running as scan device '{self.handles.scan_id}'")
             return
-        self.handles = start_twin(with_eels=True)
+        self.handles = start_twin(with_eels=True, with_ronchigram=True)
         twin = self.handles.twin
         w, h = twin.field_nm
         notify("Digital twin", f"scan device '{self.handles.scan_id}' images the twin: "

@@ -95,7 +95,7 @@ def draw_atom_graphics(document_model: typing.Any, display_item: typing.Any, tab
     names = tuple(getattr(table, "class_names", ()) or ())
     with document_model.begin_display_item_transaction(display_item):
         clear_atom_graphics(display_item)
-        for (x, y), lab in zip(table.xy[idx], table.label[idx]):
+        for (x, y), lab in zip(table.xy[idx], table.label[idx], strict=True):
             g = Graphics.PointGraphic()
             # Swift's fractional coordinates: pixel centre (r, c) -> ((r + 0.5) / H, (c + 0.5) / W)
             g.position = Geometry.FloatPoint((float(y) + 0.5) / h, (float(x) + 0.5) / w)

@@ -85,6 +85,8 @@ class NionInstrument:
         stem_controller: STEM controller id (or object); default the twin's; a missing id falls
             back to the scan source's own STEM controller.
         eels_camera_id: EELS camera hardware source id for :meth:`acquire_spectrum` (None: none).
+        ronchigram_camera_id: diffraction camera id for :meth:`acquire_diffraction` (None: none;
+            usim's is ``"usim_ronchigram_camera"``).
         field_nm: (width, height) of the field positions may lie in, centred on Swift's (0, 0).
         beam_current_pA: beam current when the STEM controller has no ``BeamCurrent`` control.
         dose_cell_nm: cell of :attr:`dose_e_per_A2`.
@@ -94,12 +96,14 @@ class NionInstrument:
     """
 
     def __init__(self, scan: typing.Any = TWIN_SCAN_ID, stem_controller: typing.Any = TWIN_STEM_ID, *,
-                 eels_camera_id: str | None = None, field_nm: tuple[float, float] = (6.0, 6.0),
+                 eels_camera_id: str | None = None, ronchigram_camera_id: str | None = None,
+                 field_nm: tuple[float, float] = (6.0, 6.0),
                  beam_current_pA: float = 20.0, dose_cell_nm: float = 0.1, time_scale: float = 1.0,
                  grab_timeout_s: float = 60.0) -> None:
         self.scan_device = _hardware_source(scan)
         self.stem = _stem_controller(stem_controller, self.scan_device)
         self.eels_camera_id = eels_camera_id
+        self.ronchigram_camera_id = ronchigram_camera_id
         self.field_nm = (float(field_nm[0]), float(field_nm[1]))
         if not beam_current_pA > 0:
             raise ValueError(f"beam_current_pA={beam_current_pA} must be > 0")
@@ -314,25 +318,26 @@ class NionInstrument:
                 self.stem.SetValWait("C_Blank", 1.0, 200)
             self._deposit_point(p, self.electrons_per_us * dwell_ms * 1e3)
 
-    def acquire_spectrum(self, xy_nm: typing.Any, exposure_ms: float) -> Spectrum:
-        """Park at ``xy_nm`` and read one EEL spectrum from ``eels_camera_id`` (one frame summed over
-        the non-dispersive axis; energy axis from its last calibration); beam blanked afterwards."""
+    def _parked_camera_frame(self, camera_id: str | None, what: str, xy_nm: typing.Any,
+                             exposure_ms: float) -> tuple[typing.Any, np.ndarray, float]:
+        """Park at ``xy_nm``, unblank, read one frame of camera ``camera_id``, blank; returns
+        (xdata, position nm, start time s). Refusals come before any beam action."""
         from nion.utils import Geometry
 
-        if self.eels_camera_id is None:
-            raise RuntimeError("no EELS camera configured (eels_camera_id)")
+        if camera_id is None:
+            raise RuntimeError(f"no {what} camera configured ({what}_camera_id)")
         if not exposure_ms > 0:
             raise ValueError(f"exposure_ms={exposure_ms} must be > 0")
         p = self._check(xy_nm, "xy_nm")
         fy, fx = self._probe_fraction(p)
-        cam = _hardware_source(self.eels_camera_id)
+        cam = _hardware_source(camera_id)
         start = time.perf_counter() - self._t0
         with self.beam_action():
             if self.scan_device.is_playing:
                 self.blank()
             self.scan_device.probe_position = Geometry.FloatPoint(y=fy, x=fx)
             fp = cam.get_current_frame_parameters()
-            fp.exposure_ms = float(exposure_ms)  # (Swift clears "sum_project" in view mode: summed below)
+            fp.exposure_ms = float(exposure_ms)  # (Swift clears "sum_project" in view mode: summed by the caller)
             cam.set_current_frame_parameters(fp)
             self._unblank()
             t_on = time.perf_counter()
@@ -347,12 +352,26 @@ class NionInstrument:
             on_us = (time.perf_counter() - t_on) * 1e6  # the beam was on while the camera ran
             beam_us = on_us / self.time_scale if self.time_scale > 0 else exposure_ms * 1e3
             self._deposit_point(p, self.electrons_per_us * beam_us)
-            data = np.asarray(xd.data, float)
-            data = data.reshape(-1, data.shape[-1]).sum(axis=0)  # sum the non-dispersive axis
-            cal = xd.dimensional_calibrations[-1]
-            energy = cal.offset + cal.scale * np.arange(data.size)
-            return Spectrum(energy_eV=energy, counts=data, xy_nm=(float(p[0]), float(p[1])),
-                            exposure_ms=float(exposure_ms), time_s=start)
+        if xd is None:
+            raise RuntimeError(f"the {what} camera '{camera_id}' returned no frame")
+        return xd, p, start
+
+    def acquire_spectrum(self, xy_nm: typing.Any, exposure_ms: float) -> Spectrum:
+        """Park at ``xy_nm`` and read one EEL spectrum from ``eels_camera_id`` (one frame summed over
+        the non-dispersive axis; energy axis from its calibration); beam blanked afterwards."""
+        xd, p, start = self._parked_camera_frame(self.eels_camera_id, "eels", xy_nm, exposure_ms)
+        data = np.asarray(xd.data, float)
+        data = data.reshape(-1, data.shape[-1]).sum(axis=0)  # sum the non-dispersive axis
+        cal = xd.dimensional_calibrations[-1]
+        energy = cal.offset + cal.scale * np.arange(data.size)
+        return Spectrum(energy_eV=energy, counts=data, xy_nm=(float(p[0]), float(p[1])),
+                        exposure_ms=float(exposure_ms), time_s=start)
 
     def acquire_diffraction(self, xy_nm: typing.Any, exposure_ms: float) -> np.ndarray:
-        raise NotImplementedError("diffraction through Swift's cameras is not wired yet")
+        """Park at ``xy_nm`` and read one frame of ``ronchigram_camera_id`` (a diffraction /
+        Ronchigram camera): the 2D pattern in the camera's counts; beam blanked afterwards."""
+        xd, _, _ = self._parked_camera_frame(self.ronchigram_camera_id, "ronchigram", xy_nm, exposure_ms)
+        data = np.asarray(xd.data, np.float32)
+        if data.ndim != 2:
+            raise RuntimeError(f"the ronchigram camera returned a {data.shape} frame, not a 2D pattern")
+        return data

@@ -15,9 +15,13 @@ instrument (``nion.usim_device.InstrumentDevice.Instrument``, its value manager 
   ``"scan_module"`` component, which Swift's instrumentation plug-in turns into a scan hardware
   source (its ``scan_base.run`` listener must be running: it is in the Swift application and in
   :func:`twin_test_context`);
-* optionally (``with_eels=True``) usim's EELS camera simulator on the twin's instrument as
-  ``"atomsmith_twin_eels_camera"`` (:data:`TWIN_EELS_ID`); its spectra come from usim's sample,
-  not from the twin's atoms.
+* optionally (``with_eels=True``) an EELS camera ``"atomsmith_twin_eels_camera"``
+  (:data:`TWIN_EELS_ID`, device_kit's camera device): with the probe parked and the beam on, each
+  frame is the twin's spectrum of the atoms under the probe (PSF-weighted amounts, core-loss
+  edges, Poisson noise; :meth:`atomsmith.instrument.SimulatedInstrument.spectrum_at`) for the
+  electrons of the exposure, 1 eV per channel from the twin's first energy; blanked, it is dark;
+* optionally (``with_ronchigram=True``) a diffraction camera ``"atomsmith_twin_ronchigram_camera"``
+  (:data:`TWIN_RONCHIGRAM_ID`): the twin's convergent-beam pattern under the parked probe.
 
 :func:`stop_twin` undoes all of it (scan aborted, listeners closed, components unregistered).
 Injecting the twin into usim's own devices remains possible (:func:`use_twin` for a usim
@@ -61,6 +65,7 @@ import numpy as np
 TWIN_SCAN_ID = "atomsmith_twin_scan"
 TWIN_STEM_ID = "atomsmith_twin_stem_controller"
 TWIN_EELS_ID = "atomsmith_twin_eels_camera"
+TWIN_RONCHIGRAM_ID = "atomsmith_twin_ronchigram_camera"
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +309,7 @@ class TwinHandles:
     scan_id: str = TWIN_SCAN_ID
     stem_id: str = TWIN_STEM_ID
     eels_id: str | None = None
+    ronchigram_id: str | None = None
     registered_stem_controller: bool = True
     stopped: bool = False
 
@@ -321,6 +327,7 @@ class TwinHandles:
         kwargs.setdefault("field_nm", self.twin.field_nm)
         kwargs.setdefault("time_scale", 1.0 / self.generator.time_scale)
         kwargs.setdefault("eels_camera_id", self.eels_id)
+        kwargs.setdefault("ronchigram_camera_id", self.ronchigram_id)
         return NionInstrument(self.scan_id, self.stem_id, **kwargs)
 
 
@@ -354,7 +361,8 @@ class _TwinScanModule:
 
 def start_twin(sample: typing.Any = None, seed: int | None = 0, *, twin: typing.Any = None,
                time_scale: float = 1.0, scan_id: str = TWIN_SCAN_ID, stem_id: str = TWIN_STEM_ID,
-               with_eels: bool = False, eels_id: str = TWIN_EELS_ID, register_stem_controller: bool = True,
+               with_eels: bool = False, eels_id: str = TWIN_EELS_ID, with_ronchigram: bool = False,
+               ronchigram_id: str = TWIN_RONCHIGRAM_ID, ronchigram_px: int = 256, register_stem_controller: bool = True,
                **twin_kwargs: typing.Any) -> TwinHandles:
     """Register the twin in Swift as a STEM controller and scan device (and optionally an EELS camera).
 
@@ -365,7 +373,9 @@ def start_twin(sample: typing.Any = None, seed: int | None = 0, *, twin: typing.
             ``seed`` and ``twin_kwargs`` are unused).
         time_scale: beam seconds per wall-clock second while the probe is parked.
         scan_id, stem_id, eels_id: Swift ids of the devices.
-        with_eels: also register usim's EELS camera simulator on the twin's instrument.
+        with_eels: also register an EELS camera whose spectra come from the twin's atoms.
+        with_ronchigram, ronchigram_id, ronchigram_px: also register a diffraction (Ronchigram)
+            camera of ``ronchigram_px`` square whose patterns come from the twin's atoms.
         register_stem_controller: also register the instrument as a Registry ``stem_controller``.
         twin_kwargs: passed to ``SimulatedInstrument`` (``field_nm``, ``beam_current_pA``, ...).
 
@@ -393,10 +403,19 @@ def start_twin(sample: typing.Any = None, seed: int | None = 0, *, twin: typing.
         manager.register_instrument(stem_id, instrument)
     camera_modules: list[typing.Any] = []
     handles = TwinHandles(twin, generator, instrument, None, camera_modules, scan_id, stem_id,
-                          eels_id if with_eels else None, register_stem_controller)
+                          eels_id if with_eels else None, ronchigram_id if with_ronchigram else None,
+                          register_stem_controller)
     try:
         if with_eels:
-            camera_modules.append(_eels_camera_module(instrument, eels_id, stem_id))
+            camera_modules.append(_eels_camera_module(instrument, generator, eels_id, stem_id))
+            Registry.register_component(camera_modules[-1], {"camera_module"})
+        if with_ronchigram:
+            from nion.utils import Geometry
+
+            # usim's instrument keeps the sensor shapes private (2048^2 Ronchigram); the twin's
+            # patterns are 64^2, so a smaller sensor saves the upsampling
+            instrument._Instrument__ronchigram_shape = Geometry.IntSize(int(ronchigram_px), int(ronchigram_px))
+            camera_modules.append(_ronchigram_camera_module(instrument, generator, ronchigram_id, stem_id))
             Registry.register_component(camera_modules[-1], {"camera_module"})
         handles.scan_module = _TwinScanModule(instrument, generator, scan_id, twin.field_nm)
         Registry.register_component(handles.scan_module, {"scan_module"})
@@ -411,17 +430,115 @@ def start_twin(sample: typing.Any = None, seed: int | None = 0, *, twin: typing.
     return handles
 
 
-def _eels_camera_module(instrument: typing.Any, eels_id: str, stem_id: str) -> typing.Any:
+def _twin_eels_simulator(instrument: typing.Any, generator: TwinScanDataGenerator, sensor: typing.Any) -> typing.Any:
+    """usim's camera-simulator interface around the twin's spectrometer: spectra of the twin's
+    atoms under the parked probe (:meth:`SimulatedInstrument.spectrum_at`)."""
+    from nion.data import Calibration, DataAndMetadata
+    from nion.usim_device import CameraSimulator
+
+    class _TwinEELSSimulator(CameraSimulator.CameraSimulator):
+        """Each frame: the twin's spectrum for the electrons of the exposure at the probe, spread
+        evenly over the sensor rows (summing the rows gives the spectrum). Blanked, scanning or
+        off the field: a dark frame. The dose itself is delivered by the generator's beam clock."""
+
+        depends_on: list[str] = []
+
+        def energy_axis(self) -> np.ndarray:
+            e = np.asarray(generator.twin.spectrometer_energy_eV, float)
+            n = int(self._sensor_dimensions.width)
+            step = max(float(e[1] - e[0]), float(e[-1] - e[0] + (e[1] - e[0])) / n)
+            return float(e[0]) + step * np.arange(n)
+
+        def get_dimensional_calibrations(self, readout_area: typing.Any, binning_shape: typing.Any) -> list:
+            e = self.energy_axis()
+            return [Calibration.Calibration(), Calibration.Calibration(offset=float(e[0]), scale=float(e[1] - e[0]),
+                                                                       units="eV")]
+
+        def get_frame_data(self, readout_area: typing.Any, binning_shape: typing.Any, exposure_s: float,
+                           scan_context: typing.Any, parked_probe_position: typing.Any) -> typing.Any:
+            from atomsmith.instrument import OutOfFieldError
+
+            rows, n = int(self._sensor_dimensions.height), int(self._sensor_dimensions.width)
+            data = np.zeros((rows, n), np.float32)
+            with generator.lock:
+                at = generator._beam_position()
+                if at is not None:
+                    twin = generator.twin
+                    electrons = twin.electrons_per_us * exposure_s * 1e6 * generator.time_scale
+                    try:
+                        spectrum = twin.spectrum_at((float(at[0]), float(at[1])), electrons, self.energy_axis())
+                        data[:] = (spectrum / rows)[None, :]
+                    except OutOfFieldError:
+                        pass
+            data = self._get_binned_data(data, binning_shape)
+            return DataAndMetadata.new_data_and_metadata(
+                data, intensity_calibration=Calibration.Calibration(units="counts"),
+                dimensional_calibrations=self.get_dimensional_calibrations(readout_area, binning_shape))
+
+    return _TwinEELSSimulator(instrument, "eels", sensor, instrument.counts_per_electron)
+
+
+def _twin_ronchigram_simulator(instrument: typing.Any, generator: TwinScanDataGenerator, sensor: typing.Any) -> typing.Any:
+    """usim's camera-simulator interface around the twin's diffraction: the convergent-beam
+    pattern of the twin's atoms under the parked probe, block-upsampled to the sensor."""
+    from nion.data import Calibration, DataAndMetadata
+    from nion.usim_device import CameraSimulator
+
+    class _TwinRonchigramSimulator(CameraSimulator.CameraSimulator):
+        depends_on: list[str] = []
+
+        def get_dimensional_calibrations(self, readout_area: typing.Any, binning_shape: typing.Any) -> list:
+            return [Calibration.Calibration(), Calibration.Calibration()]
+
+        def get_frame_data(self, readout_area: typing.Any, binning_shape: typing.Any, exposure_s: float,
+                           scan_context: typing.Any, parked_probe_position: typing.Any) -> typing.Any:
+            from atomsmith.instrument import OutOfFieldError
+
+            h, w = int(self._sensor_dimensions.height), int(self._sensor_dimensions.width)
+            data = np.zeros((h, w), np.float32)
+            with generator.lock:
+                at = generator._beam_position()
+                if at is not None:
+                    twin = generator.twin
+                    electrons = twin.electrons_per_us * exposure_s * 1e6 * generator.time_scale
+                    try:
+                        pattern = twin.diffraction_at((float(at[0]), float(at[1])), electrons)
+                        ky, kx = max(1, h // pattern.shape[0]), max(1, w // pattern.shape[1])
+                        up = np.kron(pattern, np.ones((ky, kx), np.float32)) / (ky * kx)
+                        data[:up.shape[0], :up.shape[1]] = up[:h, :w]
+                    except (OutOfFieldError, ValueError):
+                        pass
+            data = self._get_binned_data(data, binning_shape)
+            return DataAndMetadata.new_data_and_metadata(
+                data, intensity_calibration=Calibration.Calibration(units="counts"),
+                dimensional_calibrations=self.get_dimensional_calibrations(readout_area, binning_shape))
+
+    return _TwinRonchigramSimulator(instrument, "ronchigram", sensor, instrument.counts_per_electron)
+
+
+def _ronchigram_camera_module(instrument: typing.Any, generator: TwinScanDataGenerator, camera_id: str,
+                              stem_id: str) -> typing.Any:
     import gettext
 
     from nion.device_kit import CameraDevice
-    from nion.usim_device import EELSCameraSimulator
+    from nion.utils import Geometry
+
+    size = Geometry.IntSize.make(instrument.camera_sensor_dimensions("ronchigram"))
+    sim = _twin_ronchigram_simulator(instrument, generator, size)
+    device = CameraDevice.Camera(camera_id, "ronchigram", gettext.gettext("Atomsmith Twin Ronchigram"), sim, instrument)
+    return CameraDevice.CameraModule(stem_id, device, CameraDevice.CameraSettings(camera_id))
+
+
+def _eels_camera_module(instrument: typing.Any, generator: TwinScanDataGenerator, eels_id: str, stem_id: str) -> typing.Any:
+    import gettext
+
+    from nion.device_kit import CameraDevice
     from nion.utils import Geometry
 
     size = Geometry.IntSize.make(instrument.camera_sensor_dimensions("eels"))
-    sim = EELSCameraSimulator.EELSCameraSimulator(instrument, size, instrument.counts_per_electron)
+    sim = _twin_eels_simulator(instrument, generator, size)
     device = CameraDevice.Camera(eels_id, "eels", gettext.gettext("Atomsmith Twin EELS"), sim, instrument)
-    setattr(device, "camera_panel_type", "eels")
+    device.camera_panel_type = "eels"
     instrument.value_manager.eels_camera = device
     return CameraDevice.CameraModule(stem_id, device, CameraDevice.CameraSettings(eels_id))
 
@@ -435,7 +552,7 @@ def stop_twin(handles: TwinHandles) -> None:
         return
     handles.stopped = True
     manager = HardwareSource.HardwareSourceManager()
-    ids = [handles.scan_id] + ([handles.eels_id] if handles.eels_id else [])
+    ids = [handles.scan_id] + [i for i in (handles.eels_id, handles.ronchigram_id) if i]
     for hs_id in ids:
         hs = manager.get_hardware_source_for_hardware_source_id(hs_id)
         if hs is not None:
@@ -474,7 +591,7 @@ class _TwinConfiguration:
         self.scan_module = type("_Ids", (), {})()
         self.scan_module.device = type("_Ids", (), {})()
         self.scan_module.device.scan_device_id = start_kwargs.get("scan_id", TWIN_SCAN_ID)
-        self.ronchigram_camera_device_id = "atomsmith_twin_no_ronchigram"
+        self.ronchigram_camera_device_id = start_kwargs.get("ronchigram_id", TWIN_RONCHIGRAM_ID)
         self.eels_camera_device_id = start_kwargs.get("eels_id", TWIN_EELS_ID)
         self.ronchigram_camera_device = self.eels_camera_device = None
         self.ronchigram_camera_settings = self.eels_camera_settings = None

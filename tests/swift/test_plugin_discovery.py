@@ -8,6 +8,7 @@ loader in a fresh interpreter outside the source tree; it is skipped on an edita
 import json
 import subprocess
 import sys
+
 import pytest
 
 pytest.importorskip("nion.swift")

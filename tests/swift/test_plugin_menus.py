@@ -14,7 +14,6 @@ from nion.data import Calibration, DataAndMetadata  # noqa: E402
 import atomsmith.simulate as sim  # noqa: E402
 from atomsmith.atoms.metrics import match_positions  # noqa: E402
 
-
 PX_NM = 0.0234
 
 

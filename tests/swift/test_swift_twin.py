@@ -207,17 +207,34 @@ def test_move_atom_through_swift_moves_the_twins_si(twin_swift):
 
 
 def test_spectrum_through_the_twins_eels_camera(twin_swift):
+    """Spectra through Swift's camera come from the twin's atoms: the Si L2,3 edge (99 eV) on the
+    Si column, not on a C column three sites away; the C K edge (284 eV) on both."""
     ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
+    twin = ctx.handles.twin
     ins = ctx.handles.nion_instrument()
     assert ins.eels_camera_id == "atomsmith_twin_eels_camera"
-    ins.subscan((3.0, 3.0), (64, 64), 1.28, 4.0)
-    e0, t0 = ins.dose_e_per_A2.sum(), ctx.handles.twin.total_electrons
-    spec = ins.acquire_spectrum((3.0, 3.0), 20.0)
-    assert spec.counts.ndim == 1 and spec.counts.size == spec.energy_eV.size > 100
-    assert np.all(np.diff(spec.energy_eV) > 0) and spec.counts.sum() > 0
-    assert ins.dose_e_per_A2.sum() > e0 and ctx.handles.twin.total_electrons > t0 and ins.blanked
+    xy, si, _ = _si_and_neighbours(twin)
+    d = np.hypot(*(xy - xy[si]).T)
+    far_c = xy[np.flatnonzero((d > 0.35) & (d < 0.45))[0]]
+    ins.subscan(tuple(xy[si]), (64, 64), 1.28, 4.0)
+    e0, t0 = ins.dose_e_per_A2.sum(), twin.total_electrons
+    on_si = ins.acquire_spectrum(tuple(xy[si]), 20.0)
+    on_c = ins.acquire_spectrum(tuple(far_c), 20.0)
+    e = on_si.energy_eV
+    assert on_si.counts.ndim == 1 and on_si.counts.size == e.size >= 512  # (the camera may bin)
+    assert np.all(np.diff(e) > 0) and e[0] == pytest.approx(80.0) and on_si.counts.sum() > 0
+
+    def jump(counts, edge):  # counts just above the edge over counts just below
+        return counts[(e > edge + 3) & (e < edge + 25)].sum() / counts[(e > edge - 15) & (e < edge - 3)].sum()
+
+    si_jump, c_jump = jump(on_si.counts, 99.0), jump(on_c.counts, 99.0)
+    print(f"Si L2,3 jump ratio: {si_jump:.2f} on the Si, {c_jump:.2f} on a C; "
+          f"C K: {jump(on_si.counts, 284.0):.2f} / {jump(on_c.counts, 284.0):.2f}")
+    assert si_jump > 1.5 * c_jump
+    assert jump(on_si.counts, 284.0) > 1.0 and jump(on_c.counts, 284.0) > 1.0
+    assert ins.dose_e_per_A2.sum() > e0 and twin.total_electrons > t0 and ins.blanked
     with pytest.raises(OutOfFieldError):
-        ins.acquire_spectrum((4.5, 3.0), 20.0)  # outside the scan context
+        ins.acquire_spectrum((xy[si][0] + 1.5, xy[si][1]), 20.0)  # outside the scan context
 
 
 def test_use_twin_in_usims_own_devices(tmp_path, monkeypatch):
@@ -377,3 +394,78 @@ def test_start_digital_twin_menu_beside_usim(tmp_path, monkeypatch):
         del setup
         asyncio.set_event_loop(asyncio.new_event_loop())
     assert manager.get_hardware_source_for_hardware_source_id("atomsmith_twin_scan") is None
+
+
+def test_diffraction_through_the_twins_ronchigram_camera(twin_swift):
+    """acquire_diffraction through Swift's camera gives the twin's pattern at the probe (the
+    same physics as the bare twin's, up to noise) with the beam's electrons; blanked after."""
+    ctx = twin_swift(seed=7, with_ronchigram=True, time_scale=10.0)
+    twin = ctx.handles.twin
+    ins = ctx.handles.nion_instrument()
+    assert ins.ronchigram_camera_id == "atomsmith_twin_ronchigram_camera"
+    xy, si, _ = _si_and_neighbours(twin)
+    ins.subscan(tuple(xy[si]), (64, 64), 1.28, 4.0)
+    e0 = twin.total_electrons
+    pattern = ins.acquire_diffraction(tuple(xy[si]), 20.0)
+    assert pattern.ndim == 2 and pattern.shape[0] == pattern.shape[1] >= 64 and ins.blanked
+    beam_e = twin.total_electrons - e0  # what the twin's beam clock delivered while the camera ran
+    assert beam_e > 0 and 0.3 * beam_e < pattern.sum() < 3.0 * beam_e
+    k = pattern.shape[0] // 64
+    small = pattern.reshape(64, k, 64, k).sum(axis=(1, 3))
+    reference = twin.diffraction_at(tuple(xy[si]), float(small.sum()))
+    r = np.corrcoef(small.ravel(), reference.ravel())[0, 1]
+    print(f"pattern {pattern.shape}, {pattern.sum():.3g} counts for {beam_e:.3g} beam electrons; r = {r:.3f}")
+    assert r > 0.95
+    with pytest.raises(RuntimeError):
+        ctx.handles.nion_instrument(ronchigram_camera_id=None).acquire_diffraction(tuple(xy[si]), 20.0)
+
+
+def test_live_atom_finding_follows_the_twins_live_scan(twin_swift, tmp_path, monkeypatch):
+    """Live Atom Finding on the data item of a continuous scan of the twin's scan device: the
+    result follows the scan frame by frame (partial frames skipped, each completed frame found
+    once), with the twin's column count."""
+    from nion.swift.model import PlugInManager
+    from nion.utils import Geometry
+
+    from nionswift_plugin.atomsmith import live
+    from nionswift_plugin.atomsmith.extension import AtomsmithExtension
+
+    monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
+    ctx = twin_swift(seed=8, beam_current_pA=200.0)
+    hs, dc, twin = ctx.scan_hardware_source, ctx.document_controller, ctx.handles.twin
+    ext = AtomsmithExtension(PlugInManager.APIBroker())
+    try:
+        fp = hs.get_current_frame_parameters()  # 192^2 over 3.84 nm at 8 us: 0.3 s frames, partial updates
+        fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(192, 192), 3.84, 8.0
+        fp.center_nm = Geometry.FloatPoint(y=0.0, x=0.0)
+        hs.set_current_frame_parameters(fp)
+        ctx.instrument.SetVal("C_Blank", 0.0)
+        hs.start_playing()
+        hs.get_next_xdatas_to_finish(10.0)
+        dc.periodic()
+        items = [d for d in dc.document_model.data_items if d.xdata is not None and d.xdata.data_shape == (192, 192)]
+        assert items, "the scan made no data item"
+        comp = live.attach(ext.api, ext.api._new_api_object(items[0]))
+        t0 = time.perf_counter()
+        seen = set()
+        while time.perf_counter() - t0 < 6.0:
+            dc.periodic()
+            out = comp.get_result("overlay")
+            if out is not None and out.xdata is not None:
+                md = out.xdata.metadata["atomsmith"]
+                seen.add((md["frame_index"], md["n_columns"]))
+            time.sleep(0.01)
+        hs.abort_playing(sync_timeout=5.0)
+        ctx.instrument.SetVal("C_Blank", 1.0)
+        ls = live.live_source(comp)
+        assert ls is not None
+        frames = sorted(f for f, _ in seen if f is not None)
+        print(f"live results for frames {frames}; analysed {ls.done}, dropped {ls.dropped}")
+        assert len(frames) >= 5 and frames == sorted(set(frames))
+        truth = twin.sample.xy_A / 10.0
+        inside = np.all(np.abs(truth - 3.0) < 1.92, axis=1).sum()  # the twin's columns in the frame
+        n = np.median([c for _, c in seen])
+        print(f"{n:.0f} columns found per frame, {inside} in the frame")
+        assert 0.95 * inside <= n <= 1.05 * inside
+    finally:
+        ext.close()
