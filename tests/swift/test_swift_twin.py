@@ -146,7 +146,7 @@ def test_parking_by_hand_in_swift_doses_the_twin_unless_blanked(twin_swift):
     ctx.instrument.SetVal("C_Blank", 1.0)
     got = twin.total_electrons - e0
     expect = twin.electrons_per_us * 0.2e6 * 10.0
-    assert 0.8 * expect < got < 2.0 * expect
+    assert 0.8 * expect < got < 3.0 * expect  # (the upper bound allows for a loaded machine)
     assert twin.probe_position_nm == pytest.approx((3.0, 3.0))  # the context centre
     e1 = twin.total_electrons
     time.sleep(0.1)
@@ -409,12 +409,15 @@ def test_diffraction_through_the_twins_ronchigram_camera(twin_swift):
     pattern = ins.acquire_diffraction(tuple(xy[si]), 20.0)
     assert pattern.ndim == 2 and pattern.shape[0] == pattern.shape[1] >= 64 and ins.blanked
     beam_e = twin.total_electrons - e0  # what the twin's beam clock delivered while the camera ran
-    assert beam_e > 0 and 0.3 * beam_e < pattern.sum() < 3.0 * beam_e
+    exposure_e = twin.electrons_per_us * 20e3 * 10.0  # 20 ms of exposure on a beam clock 10x the wall clock
+    assert pattern.sum() == pytest.approx(exposure_e, rel=0.02)  # the exposure's electrons
+    assert beam_e >= 0.9 * exposure_e  # the dose counts all the time the beam was on (>= the exposure)
     k = pattern.shape[0] // 64
     small = pattern.reshape(64, k, 64, k).sum(axis=(1, 3))
     reference = twin.diffraction_at(tuple(xy[si]), float(small.sum()))
     r = np.corrcoef(small.ravel(), reference.ravel())[0, 1]
-    print(f"pattern {pattern.shape}, {pattern.sum():.3g} counts for {beam_e:.3g} beam electrons; r = {r:.3f}")
+    print(f"pattern {pattern.shape}, {pattern.sum():.3g} counts, {exposure_e:.3g} exposure electrons, "
+          f"{beam_e:.3g} beam electrons; r = {r:.3f}")
     assert r > 0.95
     with pytest.raises(RuntimeError):
         ctx.handles.nion_instrument(ronchigram_camera_id=None).acquire_diffraction(tuple(xy[si]), 20.0)
