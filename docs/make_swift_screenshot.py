@@ -1,5 +1,6 @@
-"""Make docs/img/swift_live_atoms.png: a real Nion Swift window (PySide6) with usim imaging the
-atomsmith twin and live atom finding on the scan.
+"""Make docs/img/swift_live_atoms.png: a real Nion Swift window (PySide6) with the atomsmith twin
+started as its own Swift instrument (Atomsmith > Start Digital Twin: scan device "Atomsmith Twin
+Scan"), scanning, and live atom finding on the scan.
 
 Run under a virtual screen, then grab it (Debian: xvfb, xdotool, imagemagick)::
 
@@ -29,21 +30,23 @@ def step() -> None:
     from nion.utils import Geometry
 
     from nionswift_plugin.atomsmith import live
-    from nionswift_plugin.atomsmith.swift_twin import use_twin_in_running_usim
+    from nionswift_plugin.atomsmith.swift_twin import start_twin
 
     dc = state["dc"]
     api = Facade.get_api("~1.0", "~1.0")
-    if state["step"] == 0:  # usim images the twin; scan 256^2 over 4 nm at 4 us
-        use_twin_in_running_usim()
-        hs = api.get_hardware_source_by_id("usim_scan_device", version="1.0")
+    if state["step"] == 0:  # the twin's own scan device (200 pA); scan 256^2 over 4 nm at 4 us
+        state["twin"] = start_twin(with_eels=True, with_ronchigram=True, beam_current_pA=200.0)
+        hs = api.get_hardware_source_by_id("atomsmith_twin_scan", version="1.0")
         native = hs._hardware_source
         fp = native.get_current_frame_parameters()
-        fp.size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(256, 256), 4.0, 4.0
+        fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(256, 256), 4.0, 4.0
         native.set_current_frame_parameters(fp)
+        state["twin"].instrument.SetVal("C_Blank", 0.0)
         hs.start_playing()
         state["step"] = 1
     elif state["step"] == 1:  # live atom finding on the HAADF channel once it exists
-        items = [d for d in dc.document_model.data_items if "HAADF" in (d.title or "")]
+        items = [d for d in dc.document_model.data_items if ("HAADF" in (d.title or "") or "Twin" in (d.title or "")) and d.xdata is not None
+                 and d.xdata.data_shape == (256, 256)]
         if items:
             state["computation"] = live.attach(api, api._new_api_object(items[0]))
             state["step"] = 2
