@@ -8,7 +8,7 @@
   atom finding, ``column_counts``);
 - ``"atomsmith_4dstem"``: :class:`~atomsmith_hyperspy.fourd.FourDSTEM` (a pyxem
   ``Diffraction2D``: ``center_of_mass``, ``electric_field``, ``charge_density``,
-  ``projected_potential``, ``virtual_image``);
+  ``projected_potential``, ``virtual_image``, ``segmented_dpc``, ``bragg_strain``);
 
 each with a Lazy variant. The classes are imported by HyperSpy when a signal gets their type.
 """

@@ -199,3 +199,29 @@ def test_bad_input_gets_a_clear_error(graphene, fourd):
     one_d = hs.signals.Signal1D(np.ones((4, 16)))
     one_d.set_signal_type("atomsmith_4dstem")  # wrong signal dimension: HyperSpy keeps the plain class
     assert not hasattr(one_d, "center_of_mass")
+
+
+def test_fourd_segmented_dpc_and_bragg_strain(fourd):
+    import dataclasses
+
+    from atomsmith.simulate.probe import Probe
+
+    s, d = fourd
+    s.metadata.set_item("Acquisition_instrument.TEM.convergence_angle", d.metadata["probe"]["semiangle_mrad"])
+    dpc = s.segmented_dpc(4)
+    assert dpc.axes_manager.signal_axes[0].units == "mrad" and _r(dpc.data, d.truth.com_mrad) > 0.99
+    crystal = sim.build_crystal("MoS2", (60.0, 60.0), rotation_deg=7)
+    kw = {"probe": Probe(semiangle_mrad=3.0), "detector_pixels": 128, "max_angle_mrad": 60,
+          "dose_e_per_A2": None, "progress": False}
+    ref = sim.simulate_4dstem(crystal, (4, 4), 0.1, origin_nm=(1.5, 1.5), **kw)
+    stretched = dataclasses.replace(crystal, xy_A=crystal.xy_A * np.array([1.0, 0.985]))  # -1.5 % along y
+    nbed = hs.signals.Signal2D(sim.simulate_4dstem(stretched, (4, 4), 0.1, origin_nm=(1.5, 1.5), **kw).data)
+    for a in nbed.axes_manager.signal_axes:
+        a.scale, a.units, a.offset = ref.mrad_per_px, "mrad", -64 * ref.mrad_per_px
+    for a in nbed.axes_manager.navigation_axes:
+        a.scale, a.units = 0.1, "nm"
+    nbed.set_signal_type("atomsmith_4dstem")
+    strain = nbed.bragg_strain(ref.data.mean(axis=(0, 1)), disc_radius=3.0)
+    assert strain.data.shape == (4, 4, 4) and strain.axes_manager.signal_axes[0].units == "nm"
+    assert np.median(strain.data[1]) == pytest.approx(-0.015, abs=1e-3)
+    assert np.abs(np.median(strain.data[0])) < 1e-3
