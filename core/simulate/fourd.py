@@ -111,6 +111,8 @@ class FourDSTEMTruth:
             ``-1000 lambda sigma / (2 pi) * field_probe_V``.
         collected_fraction: fraction of the exit wave's intensity inside the detector before
             the patterns were normalised (the rest scattered beyond ``max_angle_mrad``).
+        potential_probe_V_A: V averaged over the probe intensity (V*A), whose negative
+            gradient is ``field_probe_V``: what integrating the centre of mass can recover.
     """
 
     positions_A: np.ndarray
@@ -121,6 +123,7 @@ class FourDSTEMTruth:
     charge_probe_V_per_A2: np.ndarray
     com_mrad: np.ndarray
     collected_fraction: np.ndarray
+    potential_probe_V_A: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, np.ndarray]:
         """All maps as a dict."""
@@ -501,6 +504,7 @@ def simulate_4dstem(
         charge_probe_V_per_A2=-probe_avg(lap),
         com_mrad=1e3 * lam * sigma / (2 * np.pi) * grad_p,
         collected_fraction=collected,
+        potential_probe_V_A=probe_avg(V),
     )
     meta = {"probe": probe.to_dict(), "potential_sampling_A": dx, "window_px": n,
             "window_A": n * dx, "max_angle_mrad": npix // 2 * mrad_per_px,
