@@ -96,13 +96,13 @@ class AtomicResolutionImage(Signal2D):
         nav = self.axes_manager.navigation_shape[::-1]
         if not nav:
             t = tables[0]
-            m = hs.plot.markers.Points(offsets=px_to_axes(self, t.xy), sizes=6,
-                                       color=[class_colour_hex(int(k)) for k in t.label])
+            m = hs.plot.markers.Points(offsets=px_to_axes(self, t.xy), sizes=4, facecolors="none",
+                                       edgecolors=[class_colour_hex(int(k)) for k in t.label], linewidths=1.2)
         else:
             offsets = np.empty(nav, dtype=object)
             for idx, t in zip(indices, tables, strict=True):
                 offsets[idx] = px_to_axes(self, t.xy)
-            m = hs.plot.markers.Points(offsets=offsets, sizes=6, color="cyan")
+            m = hs.plot.markers.Points(offsets=offsets, sizes=4, facecolors="none", edgecolors="cyan", linewidths=1.2)
         m.name = "atomsmith_atoms"
         return m
 
