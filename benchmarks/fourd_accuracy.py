@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     s = make_periodic(build_crystal(case.material, (w, h)), w, h)
     atoms = abtem_atoms(s, w, h)
     n = args.scan
-    step_x, step_y = w / (n * case.reps[0]), h / (n * case.reps[1])
+    step_x = w / (n * case.reps[0])
     nx, ny = n * case.reps[0], int(round(h / step_x))
     step = step_x
     print(f"MoS2 {case.reps[0]}x{case.reps[1]} cells ({w:.2f} x {h:.2f} A, {len(atoms)} atoms); scan {ny} x {nx} "

@@ -49,10 +49,14 @@ def test_potential_model_integral_and_magnitude():
         m = projected_potential((np.zeros((1, 3)), np.array([z])), x, x)
         integral = m.potential_V_A.sum() * dx * dx
         assert integral == pytest.approx(float(atom_potential_integral_V_A3(z)), rel=1e-3)
-        assert 10.0 < m.potential_V_A.max() < 500.0  # V*A, of the order of real atoms
-    # heavier atoms scatter more: integral grows like Z^0.6
+        assert 50.0 < m.potential_V_A.max() < 3000.0  # V*A, below the real atoms' log cusps
+    # heavier atoms scatter more: integral grows like Z^0.613
     assert atom_potential_integral_V_A3(74) / atom_potential_integral_V_A3(6) == pytest.approx(
-        (74 / 6) ** 0.6)
+        (74 / 6) ** 0.613)
+    # abTEM's Lobato potentials integrate to C 120, Mo 520, W 605 V*A^3
+    # (benchmarks/fit_twin_potential.py): the twin's power law is within 30 % of each
+    for z, lobato in ((6, 120.2), (42, 519.7), (74, 605.0)):
+        assert float(atom_potential_integral_V_A3(z)) == pytest.approx(lobato, rel=0.3)
 
 
 def test_field_and_charge_are_derivatives_of_potential():
@@ -83,7 +87,8 @@ def test_com_matches_ehrenfest_truth(mos2):
     # truth factors: CoM = -1000 lambda sigma / (2 pi) * probe-averaged field
     k = 1e3 * wavelength_A(60.0) * interaction_constant(60.0) / (2 * np.pi)
     np.testing.assert_allclose(truth, -k * mos2.truth.field_probe_V, rtol=1e-12)
-    assert mos2.truth.collected_fraction.min() > 0.99
+    # ~1 % of the beam scatters beyond the 60 mrad detector (Lobato-strength potentials)
+    assert mos2.truth.collected_fraction.min() > 0.98
 
 
 def test_patterns_are_normalised_and_calibrated(mos2):
@@ -106,7 +111,7 @@ def test_sign_deflection_towards_the_nucleus():
     for xy, sign in (((0.6, 0.0), (-1, 0)), ((-0.6, 0.0), (1, 0)), ((0.0, 0.6), (0, -1))):
         p = diffraction_pattern(atom, xy, detector_pixels=64)
         com = com_mrad(p.data, p.mrad_per_px)
-        np.testing.assert_allclose(com, p.com_mrad, rtol=0.02, atol=2e-3)
+        np.testing.assert_allclose(com, p.com_mrad, rtol=0.02, atol=1e-2)  # (0.4 % of the deflection)
         main = int(np.argmax(np.abs(sign)))
         assert np.sign(com[main]) == sign[main]
         assert abs(com[main]) > 0.1
@@ -160,11 +165,11 @@ def test_truth_charge_is_divergence_of_field(mos2):
     div = np.gradient(fx, h, axis=1) + np.gradient(fy, h, axis=0)
     inner = (slice(2, -2), slice(2, -2))
     corr, rel = agreement(div[inner], t.charge_probe_V_per_A2[inner])
-    assert corr > 0.99 and rel < 0.1
+    assert corr > 0.95 and rel < 0.2  # central differences at the 0.2 A scan step on sharp peaks
     # the point field is the gradient of the point potential
     gy, gx = np.gradient(t.potential_V_A, h)
     corr, _ = agreement(-gx[inner], t.field_V[..., 0][inner])
-    assert corr > 0.99
+    assert corr > 0.95  # (finite differences at the scan step across the 0.18 A core Gaussian)
     # and the CoM measures the probe-averaged field: its divergence is the averaged charge
     com = com_mrad(mos2.data, mos2.mrad_per_px)
     k = 1e3 * wavelength_A(60.0) * interaction_constant(60.0) / (2 * np.pi)
@@ -194,7 +199,7 @@ def test_sparse_scan_with_non_overlapping_windows():
     d = simulate_4dstem(s, (3, 4), 3.0, origin_nm=(1.5, 1.5), progress=False)
     np.testing.assert_allclose(d.truth.positions_A[2, 3], (105.0, 75.0))
     com = com_mrad(d.data, d.mrad_per_px)
-    np.testing.assert_allclose(com, d.truth.com_mrad, atol=0.01)
+    np.testing.assert_allclose(com, d.truth.com_mrad, atol=0.03)  # ~1 % lost beyond the detector
     p = diffraction_pattern(s, tuple(d.truth.positions_A[1, 2]))
     np.testing.assert_allclose(p.com_mrad, d.truth.com_mrad[1, 2], atol=0.01)
 
