@@ -10,6 +10,9 @@
   ``Diffraction2D``: ``center_of_mass``, ``electric_field``, ``charge_density``,
   ``projected_potential``, ``virtual_image``, ``segmented_dpc``, ``bragg_strain``);
 
+- ``"atomsmith_eels"``: :class:`~atomsmith_hyperspy.eels.AtomsmithEELS` (an exspy
+  ``EELSSpectrum``: ``edge_maps``, ``edge_map``, ``l3_l2_ratio``, ``fit_peak_maps``, ``denoise``);
+
 each with a Lazy variant. The classes are imported by HyperSpy when a signal gets their type.
 """
 

@@ -225,3 +225,55 @@ def test_fourd_segmented_dpc_and_bragg_strain(fourd):
     assert strain.data.shape == (4, 4, 4) and strain.axes_manager.signal_axes[0].units == "nm"
     assert np.median(strain.data[1]) == pytest.approx(-0.015, abs=1e-3)
     assert np.abs(np.median(strain.data[0])) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def eels():
+    pytest.importorskip("exspy")
+    si = sim.simulate_eels_si((24, 24), energy_start_eV=580.0, dispersion_eV=0.25, n_channels=480,
+                              elements=("O", "Mn"), maps={"O": 1.0, "Mn": 1.0}, electrons_per_pixel=1e10,
+                              seed=3, progress=False)
+    s = hs.signals.Signal1D(si.data)
+    ax = s.axes_manager.signal_axes[0]
+    ax.scale, ax.offset, ax.units = si.dispersion_eV, float(si.energy_eV[0]), "eV"
+    for a in s.axes_manager.navigation_axes:
+        a.scale, a.units = 0.5, "nm"
+    s.set_signal_type("atomsmith_eels")
+    return s, si
+
+
+def test_eels_edge_and_l3_l2_maps_against_truth(eels, tmp_path):
+    import exspy
+
+    s, si = eels
+    assert isinstance(s, exspy.signals.EELSSpectrum) and type(s).__name__ == "AtomsmithEELS"
+    maps = s.edge_maps(["Mn"], 50.0)
+    m = maps["Mn"]
+    assert m.axes_manager.signal_axes[0].units == "nm" and m.data.shape == (24, 24)
+    truth = si.truth.edge_integral["Mn"]
+    assert np.median(np.abs(m.data / truth - 1)) < 0.05
+    ratio = s.l3_l2_ratio("Mn")
+    rel = np.abs(ratio.data / si.truth.l3_l2_ratio["Mn"] - 1)
+    assert np.median(rel) < 0.05 and _r(ratio.data, si.truth.l3_l2_ratio["Mn"]) > 0.8
+    assert s.metadata.atomsmith.l3_l2_ratio.parameters.element == "Mn"
+    lazy = s.as_lazy()
+    assert type(lazy).__name__ == "LazyAtomsmithEELS"
+    lm = lazy.edge_maps(["Mn"], 50.0)["Mn"]
+    assert lm._lazy
+    np.testing.assert_allclose(np.asarray(lm.data.compute()), m.data, rtol=1e-6)
+    clean = s.denoise(4)
+    assert type(clean).__name__ == "AtomsmithEELS" and clean.data.shape == s.data.shape
+    s.save(tmp_path / "si.hspy")
+    assert type(hs.load(tmp_path / "si.hspy")).__name__ == "AtomsmithEELS"
+
+
+def test_eels_bad_input(eels):
+    s, _ = eels
+    raw = hs.signals.Signal1D(s.data[:4, :4])
+    raw.set_signal_type("atomsmith_eels")
+    with pytest.raises(ValueError, match="not calibrated in eV"):
+        raw.edge_maps(["Mn"])
+    bad = s.inav[:4, :4].deepcopy()
+    bad.data[0, 0, 10] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite"):
+        bad.edge_map(640.0, 30.0)
