@@ -48,6 +48,42 @@ def atomic_image() -> None:
     plt.close("all")
 
 
+def movie() -> None:
+    import hyperspy.api as hs
+    import matplotlib.pyplot as plt
+
+    from atomsmith.simulate.movie import simulate_movie
+
+    mv = simulate_movie("MoS2", n_frames=20, shape_px=(128, 128), pixel_size_nm=0.02, dose_e_per_A2=1e5, seed=2,
+                        progress=False)
+    s = hs.signals.Signal2D(mv.frames)
+    for a in s.axes_manager.signal_axes:
+        a.scale, a.units = 0.02, "nm"
+    t = s.axes_manager.navigation_axes[0]
+    t.name, t.units, t.scale = "time", "s", float(mv.metadata.get("frame_time_s", 1.0) or 1.0)
+    s.set_signal_type("atomsmith_movie")
+    tables = s.find_atoms(classify=3, show_progressbar=False)  # Mo, S2, single-S (vacancy) columns
+    counts = s.column_counts()
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.4))
+    ax[0].imshow(mv.frames[0], cmap="gray")
+    colours = ("tab:red", "tab:cyan", "tab:orange", "tab:green")
+    for k, colour in enumerate(colours[:len(tables[0].class_names)]):
+        xy = tables[0].xy[tables[0].label == k]
+        ax[0].scatter(*xy.T, s=14, facecolors="none", edgecolors=colour, linewidths=0.8,
+                      label=tables[0].class_names[k])
+    ax[0].set(title="frame 0: columns by class (MoS2 movie, 1e5 e/Å²)", xticks=[], yticks=[])
+    ax[0].legend(fontsize=8, loc="lower right")
+    names = counts.metadata.atomsmith.classes
+    for k, name in enumerate(names):
+        ax[1].plot(counts.axes_manager.signal_axes[0].axis, counts.data[k], "o-", ms=3, label=name,
+                   color=colours[k])
+    ax[1].set(title="movie.column_counts()", xlabel=f"time ({t.units})", ylabel="columns")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "hs_movie.png", dpi=100)
+    plt.close("all")
+
+
 def fourd() -> None:
     import hyperspy.api as hs
     import matplotlib.pyplot as plt
@@ -97,6 +133,7 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     OUT.mkdir(exist_ok=True)
     atomic_image()
+    movie()
     fourd()
     print(f"wrote {sorted(p.name for p in OUT.glob('hs_*.png'))}")
     return 0

@@ -277,3 +277,20 @@ def test_eels_bad_input(eels):
     bad.data[0, 0, 10] = np.nan
     with pytest.raises(ValueError, match="NaN|finite"):
         bad.edge_map(640.0, 30.0)
+
+
+def test_eels_peak_fit_maps_find_a_known_gaussian():
+    pytest.importorskip("exspy")
+    e = np.arange(600.0, 700.0, 0.25)
+    rng = np.random.default_rng(0)
+    centre = 640.0 + rng.uniform(-1, 1, (6, 6))
+    sigma = 2.0 / 2.3548
+    model = 50.0 + 4000.0 * 0.25 * np.exp(-0.5 * ((e - centre[..., None]) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    s = hs.signals.Signal1D(rng.poisson(model).astype(np.float32))
+    ax = s.axes_manager.signal_axes[0]
+    ax.scale, ax.offset, ax.units = 0.25, 600.0, "eV"
+    s.set_signal_type("atomsmith_eels")
+    maps = s.fit_peak_maps((630.0, 650.0))
+    assert np.median(np.abs(maps["centre"].data - centre)) < 0.05
+    assert np.median(maps["fwhm"].data) == pytest.approx(2.0, rel=0.05)
+    assert np.median(maps["area"].data) == pytest.approx(4000.0, rel=0.05)
