@@ -1,0 +1,14 @@
+"""Defect dynamics from movies: tracks, diffusion coefficients and Markov transition matrices.
+
+- :func:`link`: per-frame (x, y) positions -> tracks of (frame, x, y) (one-to-one assignment,
+  gating, gaps, optional drift removal).
+- :func:`diffusion`: D (nm^2/s) with a 95 % interval from tracks (covariance estimator).
+- :func:`transition_matrix`: class-to-class matrix with 95 % intervals and the stationary state.
+"""
+
+from .diffusion import DiffusionResult, diffusion, diffusion_by_class, split_by_class
+from .markov import TransitionMatrix, stationary_distribution, transition_matrix
+from .tracking import estimate_drift, link
+
+__all__ = ["DiffusionResult", "TransitionMatrix", "diffusion", "diffusion_by_class", "split_by_class", "estimate_drift", "link", "stationary_distribution",
+           "transition_matrix"]

@@ -1,0 +1,102 @@
+"""atomsmith.dynamics against known truth: linking, diffusion with intervals, Markov matrices."""
+
+import numpy as np
+import pytest
+
+from atomsmith.dynamics import diffusion, diffusion_by_class, link, transition_matrix
+
+
+def _walkers(n=400, frames=30, d_px2=0.5, noise_px=0.1, drift=(0.0, 0.0), seed=0):
+    rng = np.random.default_rng(seed)
+    start = rng.uniform(0, 2000, (n, 2))
+    steps = rng.normal(0, np.sqrt(2 * d_px2), (n, frames - 1, 2))
+    pos = np.concatenate([start[:, None], start[:, None] + np.cumsum(steps, axis=1)], axis=1)
+    pos += np.arange(frames)[None, :, None] * np.asarray(drift)
+    return pos + rng.normal(0, noise_px, pos.shape)
+
+
+def test_link_recovers_identities_with_drift_and_gaps():
+    pos = _walkers(drift=(2.5, -1.5))
+    rng = np.random.default_rng(1)
+    frames, ids = [], []
+    for t in range(pos.shape[1]):
+        keep = rng.random(pos.shape[0]) > 0.02  # 2 % missed detections per frame
+        order = rng.permutation(np.flatnonzero(keep))
+        frames.append(pos[order, t])
+        ids.append(order)
+    tracks = link(frames, 4.0, max_gap=2, remove_drift=True)
+    # every link joins the same walker
+    lookup = {(t, tuple(np.round(p, 9))): i for t in range(len(frames)) for i, p in zip(ids[t], frames[t], strict=True)}
+    good = total = 0
+    for tr in tracks:
+        who = [lookup[(int(f), tuple(np.round(p, 9)))] for f, *p in tr]
+        good += sum(a == b for a, b in zip(who[:-1], who[1:], strict=True))
+        total += len(who) - 1
+    assert good / total > 0.995
+    assert np.median([len(t) for t in tracks]) >= 25  # gaps bridged: tracks are not cut
+    assert len(tracks) < 1.2 * pos.shape[0]
+
+
+def test_diffusion_within_10_percent_and_intervals_cover_the_truth():
+    d_true, px, dt = 0.04, 0.02, 0.5  # nm^2/s, nm/px, s
+    d_px2 = d_true * dt / px**2
+    covered, close = 0, 0
+    for seed in range(20):
+        pos = _walkers(n=60, frames=40, d_px2=d_px2, noise_px=0.3, seed=seed)
+        tracks = [np.column_stack([np.arange(40), p]) for p in pos]
+        r = diffusion(tracks, dt, px, n_boot=400, seed=seed)
+        covered += r.ci_low <= d_true <= r.ci_high
+        close += abs(r.D_nm2_per_s / d_true - 1) < 0.1
+    assert covered >= 18 and close >= 18
+
+
+def test_transition_matrix_entries_and_intervals():
+    p = np.array([[0.90, 0.08, 0.02], [0.10, 0.80, 0.10], [0.05, 0.15, 0.80]])
+    covered = total = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        seqs = []
+        for _ in range(40):
+            s = [rng.integers(3)]
+            for _ in range(60):
+                s.append(rng.choice(3, p=p[s[-1]]))
+            seqs.append(np.array(s))
+        tm = transition_matrix(seqs, 3)
+        assert np.max(np.abs(tm.matrix - p)) < 0.05
+        np.testing.assert_allclose(tm.matrix.sum(axis=1), 1.0)
+        covered += np.sum((tm.ci_low <= p) & (p <= tm.ci_high))
+        total += p.size
+    assert covered / total >= 0.9
+    stat = transition_matrix([np.array([0, 1, 0, 1, 1, 0])], 2).stationary
+    assert stat.sum() == pytest.approx(1.0)
+
+
+def test_twin_defect_walks_give_the_true_d_and_matrix():
+    from atomsmith.simulate.movie import simulate_defect_walks
+
+    p = np.array([[0.95, 0.05], [0.10, 0.90]])
+    d = np.array([0.02, 0.005])  # nm^2/s per class
+    rng = np.random.default_rng(3)
+    start = rng.uniform(0, 400, (30, 2))
+    # hops between the M sites of MoS2 (a Bravais lattice: successive hops are independent; on
+    # graphene's two sublattices successive hops are anti-correlated and the long-time D is lower)
+    pos_A, _, cls, hop_A = simulate_defect_walks("MoS2", 200, 0.5, start, np.zeros(30, int), p, d, ("M",), seed=4)
+    px = 0.01
+    tracks = [np.column_stack([np.arange(200), q / 10 / px]) for q in pos_A]
+    tm = transition_matrix(list(cls), 2)
+    assert tm.counts.sum() > 1000 and np.max(np.abs(tm.matrix - p)) < 0.05
+    res = diffusion_by_class(tracks, list(cls), 2, 0.5, px)
+    for k in range(2):
+        assert res[k].ci_low <= d[k] <= res[k].ci_high
+        assert res[k].D_nm2_per_s == pytest.approx(d[k], rel=0.15)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="empty"):
+        link([], 3.0)
+    with pytest.raises(ValueError, match="NaN"):
+        link([np.array([[1.0, np.nan]])], 3.0)
+    with pytest.raises(ValueError, match="consecutive"):
+        diffusion([np.array([[0, 1.0, 1.0], [2, 2.0, 2.0]])], 1.0, 1.0)
+    with pytest.raises(ValueError, match="n_classes"):
+        transition_matrix([np.array([0, 3])], 2)
