@@ -65,15 +65,27 @@ def _assign(prev: np.ndarray, cur: np.ndarray, gate: float) -> tuple[np.ndarray,
 
     if len(prev) == 0 or len(cur) == 0:
         return np.zeros(0, int), np.zeros(0, int)
-    k = min(_MAX_CANDIDATES, len(cur))
-    dist, idx = cKDTree(cur).query(prev, k=k, distance_upper_bound=gate)
+    tree = cKDTree(cur)
+    k = min(2, len(cur))
+    dist, idx = tree.query(prev, k=k, distance_upper_bound=gate)
     dist, idx = dist.reshape(len(prev), k), idx.reshape(len(prev), k)
     ok = np.isfinite(dist)
     if not ok.any():
         return np.zeros(0, int), np.zeros(0, int)
-    rows = np.broadcast_to(np.arange(len(prev))[:, None], ok.shape)[ok]
-    cols = idx[ok]
-    d2 = dist[ok] ** 2
+    if k == 2 and ok[:, 1].any():  # tracks with two or more candidates: all of them
+        crowded = np.flatnonzero(ok[:, 1])
+        kk = min(_MAX_CANDIDATES, len(cur))
+        d_c, i_c = tree.query(prev[crowded], k=kk, distance_upper_bound=gate)
+        d_c, i_c = d_c.reshape(len(crowded), kk), i_c.reshape(len(crowded), kk)
+        lone = ok[:, 0] & ~ok[:, 1]
+        okc = np.isfinite(d_c)
+        rows = np.concatenate([np.flatnonzero(lone), np.repeat(crowded, okc.sum(axis=1))])
+        cols = np.concatenate([idx[lone, 0], i_c[okc]])
+        d2 = np.concatenate([dist[lone, 0], d_c[okc]]) ** 2
+    else:
+        rows = np.flatnonzero(ok[:, 0])
+        cols = idx[rows, 0]
+        d2 = dist[rows, 0] ** 2
     out_i: list[np.ndarray] = []
     out_j: list[np.ndarray] = []
     n_p = len(prev)
@@ -85,10 +97,50 @@ def _assign(prev: np.ndarray, cur: np.ndarray, gate: float) -> tuple[np.ndarray,
     bounds = np.flatnonzero(np.diff(pc)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(pc)]])
-    single = (ends - starts) == 1
-    out_i.append(rows[starts[single]])
-    out_j.append(cols[starts[single]])
-    for a, b in zip(starts[~single], ends[~single], strict=True):
+    ncomp = len(starts)
+    # distinct rows and columns per component
+    nc = int(comp.max()) + 1
+    has_r = np.zeros(n_p, bool)
+    has_r[rows] = True
+    has_c = np.zeros(len(cur), bool)
+    has_c[cols] = True
+    n_rows = np.bincount(comp[:n_p][has_r], minlength=nc)[pc[starts]]
+    n_cols = np.bincount(comp[n_p:][has_c], minlength=nc)[pc[starts]]
+    # one track with several candidates (or one detection claimed by several tracks): the
+    # closest pair is the optimal assignment of that component
+    star = (n_rows == 1) | (n_cols == 1)
+    seg = np.repeat(np.arange(ncomp), ends - starts)
+    best = np.full(ncomp, np.inf)
+    np.minimum.at(best, seg, d2)
+    win = star[seg] & (d2 == best[seg])
+    _, first = np.unique(seg[win], return_index=True)
+    out_i.append(rows[win][first])
+    out_j.append(cols[win][first])
+    # two tracks competing for two detections: compare the two pairings, vectorised
+    duo = ~star & (n_rows == 2) & (n_cols == 2)
+    if duo.any():
+        e = duo[seg]
+        s_e, r_e, c_e, w_e = seg[e], rows[e], cols[e], d2[e]
+        rmax = np.full(ncomp, -1)
+        cmax = np.full(ncomp, -1)
+        np.maximum.at(rmax, s_e, r_e)
+        np.maximum.at(cmax, s_e, c_e)
+        rmin = np.full(ncomp, np.iinfo(np.int64).max)
+        cmin = np.full(ncomp, np.iinfo(np.int64).max)
+        np.minimum.at(rmin, s_e, r_e)
+        np.minimum.at(cmin, s_e, c_e)
+        li = (r_e == rmax[s_e]).astype(int)
+        lj = (c_e == cmax[s_e]).astype(int)
+        cost = np.full((ncomp, 2, 2), np.inf)
+        cost[s_e, li, lj] = w_e
+        comps = np.flatnonzero(duo)
+        straight = cost[comps, 0, 0] + cost[comps, 1, 1]
+        crossed = cost[comps, 0, 1] + cost[comps, 1, 0]
+        use_straight = straight <= crossed
+        r0, r1, c0, c1 = rmin[comps], rmax[comps], cmin[comps], cmax[comps]
+        out_i.append(np.concatenate([r0, r1]))
+        out_j.append(np.concatenate([np.where(use_straight, c0, c1), np.where(use_straight, c1, c0)]))
+    for a, b in zip(starts[~star & ~duo], ends[~star & ~duo], strict=True):  # larger choices: Hungarian
         r, c, w = rows[a:b], cols[a:b], d2[a:b]
         ur, ri = np.unique(r, return_inverse=True)
         uc, ci = np.unique(c, return_inverse=True)
