@@ -100,3 +100,30 @@ def test_bad_input():
         diffusion([np.array([[0, 1.0, 1.0], [2, 2.0, 2.0]])], 1.0, 1.0)
     with pytest.raises(ValueError, match="n_classes"):
         transition_matrix([np.array([0, 3])], 2)
+
+
+def test_defect_classes_and_the_whole_chain_on_a_twin_movie():
+    from sklearn.metrics import adjusted_rand_score
+
+    from atomsmith.atoms.metrics import match_positions
+    from atomsmith.dynamics import analyse_movie, defect_classes, subimage_stack
+    from atomsmith.simulate.movie import simulate_movie
+
+    mv = simulate_movie("graphene", n_frames=24, shape_px=(160, 160), pixel_size_nm=0.02, n_defects=4,
+                        dose_e_per_A2=2e4, seed=1, progress=False)
+    truth_pos = [mv.positions_px[:, t] for t in range(24)]
+    stack, index = subimage_stack(mv.frames, truth_pos, 11)
+    dc = defect_classes(stack)  # number of classes by BIC
+    assert dc.n_classes == 2 and dc.mean_images.shape == (2, 11, 11)
+    assert adjusted_rand_score(mv.classes[index[:, 1], index[:, 0]], dc.labels) >= 0.9
+    res = analyse_movie(mv.frames, mv.frame_time_s, mv.pixel_size_nm, progress=False)
+    found, true = [], []
+    recall = []
+    for t, p in enumerate(res.positions):
+        m = match_positions(p, truth_pos[t], 3.0)
+        recall.append(m.recall)
+        found += [res.labels[t][i] for i, _ in m.pairs]
+        true += [mv.classes[j, t] for _, j in m.pairs]
+    assert np.mean(recall) > 0.6  # defects near the frame edge are not scored by find_defects
+    assert adjusted_rand_score(true, found) >= 0.9
+    assert res.transitions.matrix.shape == (res.classes.n_classes,) * 2 and len(res.tracks) >= 3

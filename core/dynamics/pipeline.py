@@ -1,0 +1,105 @@
+"""From a movie to defect dynamics: find the defects in every frame, classify them from their
+sub-images, link them into tracks, and measure the Markov matrix and diffusion per class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .classes import DefectClasses, defect_classes, subimage_stack
+from .diffusion import diffusion_by_class
+from .markov import TransitionMatrix, transition_matrix
+from .tracking import link
+
+
+@dataclass(frozen=True, eq=False)
+class MovieDynamics:
+    """Defect dynamics of a movie.
+
+    Attributes:
+        positions: per frame, (N_t, 2) defect positions (x, y) in pixels.
+        classes: the :class:`DefectClasses` of all defect sub-images.
+        labels: per frame, (N_t,) class of each defect.
+        tracks: (n, 3) arrays of (frame, x, y) in pixels.
+        track_labels: per track, the class in each of its frames.
+        transitions: :class:`TransitionMatrix` between classes (per frame).
+        diffusion: per class, :class:`DiffusionResult` (None without steps).
+    """
+
+    positions: list
+    classes: DefectClasses
+    labels: list
+    tracks: list
+    track_labels: list
+    transitions: TransitionMatrix
+    diffusion: list
+
+
+def find_movie_defects(frames, *, model="generic", progress: bool = True) -> list[np.ndarray]:
+    """Defect positions (vacancies and substituted columns, pixels) in every frame, with
+    :func:`atomsmith.find_atoms` and :func:`atomsmith.find_defects`."""
+    from atomsmith.atoms.defects import find_defects
+    from atomsmith.atoms.find import find_atoms
+
+    import warnings
+
+    out = []
+    for t, img in enumerate(tqdm(frames, desc="defects", unit="frame", disable=not progress)):
+        a = np.asarray(img, float)
+        table = find_atoms(a, model=model, classify=True)
+        try:
+            d = find_defects(table, a.shape)
+        except ValueError as exc:  # e.g. a frame too noisy to fit the lattice: no defects from it
+            warnings.warn(f"frame {t}: no defects found ({exc})", stacklevel=2)
+            out.append(np.zeros((0, 2)))
+            continue
+        out.append(np.vstack([d.vacancy_xy.reshape(-1, 2), table.xy[d.substitution_index].reshape(-1, 2)]))
+    return out
+
+
+def analyse_movie(frames, frame_time_s: float, pixel_size_nm: float, *, positions=None, n_classes: int | None = None,
+                  patch_px: int | None = None, max_displacement_px: float | None = None, max_gap: int = 2,
+                  progress: bool = True) -> MovieDynamics:
+    """Find, classify and track the defects of a movie and measure their dynamics.
+
+    Args:
+        frames: (T, H, W) movie.
+        frame_time_s: time between frames (s).
+        pixel_size_nm: calibration (nm per pixel).
+        positions: defect positions per frame if known (else :func:`find_movie_defects`).
+        n_classes: number of defect classes (default: by BIC).
+        patch_px: sub-image side (default: 0.22 nm, odd).
+        max_displacement_px: tracking gate (default: 0.35 nm).
+        max_gap: frames a track may miss.
+    """
+    if not (np.isfinite(frame_time_s) and frame_time_s > 0 and np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+        raise ValueError("frame_time_s and pixel_size_nm must be > 0")
+    pos = find_movie_defects(frames, progress=progress) if positions is None else [
+        np.asarray(p, float).reshape(-1, 2) for p in positions]
+    # ~0.22 nm: the defect column and the inner part of its neighbours; larger patches carry the
+    # random orientation of the neighbour shell, which BIC then splits into extra classes
+    size = patch_px or int(round(0.22 / pixel_size_nm)) | 1
+    stack, index = subimage_stack(frames, pos, size)
+    classes = defect_classes(stack, n_classes)
+    labels = [np.full(len(p), -1) for p in pos]
+    for (t, i), lab in zip(index, classes.labels, strict=True):
+        labels[t][i] = lab
+    gate = max_displacement_px or 0.35 / pixel_size_nm
+    tracks = link(pos, gate, max_gap=max_gap)
+    lookup = {(t, round(float(x), 6), round(float(y), 6)): labels[t][i]
+              for t, p in enumerate(pos) for i, (x, y) in enumerate(p)}
+    track_labels = [np.array([lookup[(int(f), round(float(x), 6), round(float(y), 6))] for f, x, y in tr])
+                    for tr in tracks]
+    # a gap breaks the class chain: mark the frame after a gap with -1 in a copy for the counts
+    seqs = []
+    for tr, lab in zip(tracks, track_labels, strict=True):
+        gaps = np.flatnonzero(np.diff(tr[:, 0]) != 1)
+        for piece in np.split(lab, gaps + 1):
+            seqs.append(piece)
+    k = classes.n_classes
+    trans = transition_matrix(seqs, k)
+    diff = diffusion_by_class(tracks, track_labels, k, frame_time_s, pixel_size_nm)
+    return MovieDynamics(positions=pos, classes=classes, labels=labels, tracks=tracks, track_labels=track_labels,
+                         transitions=trans, diffusion=diff)
