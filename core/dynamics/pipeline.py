@@ -40,10 +40,10 @@ class MovieDynamics:
 def find_movie_defects(frames, *, model="generic", progress: bool = True) -> list[np.ndarray]:
     """Defect positions (vacancies and substituted columns, pixels) in every frame, with
     :func:`atomsmith.find_atoms` and :func:`atomsmith.find_defects`."""
+    import warnings
+
     from atomsmith.atoms.defects import find_defects
     from atomsmith.atoms.find import find_atoms
-
-    import warnings
 
     out = []
     for t, img in enumerate(tqdm(frames, desc="defects", unit="frame", disable=not progress)):
