@@ -307,10 +307,64 @@ class LazyAtomicResolutionImage(LazySignal2D, AtomicResolutionImage):
 
 class AtomicResolutionMovie(AtomicResolutionImage):
     """An image series whose navigation axis is time: per-frame atom finding with column classes
-    shared across frames, column counts over time."""
+    shared across frames, column counts over time, and defect dynamics (``track_defects``,
+    ``defect_classes``, ``transition_matrix``, ``diffusion``)."""
 
     _signal_type = "atomsmith_movie"
     _alias_signal_types = ["atomic_resolution_movie"]
+
+    def _frame_time_s(self, frame_time_s: float | None) -> float:
+        if frame_time_s is not None:
+            return float(frame_time_s)
+        ax = self.axes_manager.navigation_axes[0]
+        factor = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "min": 60.0}.get(str(ax.units).strip().lower())
+        if factor is None:
+            raise ValueError(f"the time axis has units {ax.units!r}: set them to s (or ms) with the frame time as "
+                             "scale, or pass frame_time_s=")
+        return float(ax.scale) * factor
+
+    def track_defects(self, frame_time_s: float | None = None, *, n_classes: int | None = None,
+                      **kwargs: typing.Any) -> typing.Any:
+        """Find the defects in every frame, classify them from their sub-images, link them into
+        tracks and measure the Markov matrix and diffusion per class
+        (:func:`atomsmith.dynamics.analyse_movie`). Frame time from the time axis (s or ms)
+        unless given; the pixel size from the signal axes (required). Returns
+        :class:`atomsmith.dynamics.MovieDynamics`; a summary goes to ``metadata``."""
+        from atomsmith.dynamics import analyse_movie
+
+        if self.axes_manager.navigation_dimension != 1:
+            raise ValueError("track_defects needs a movie with one navigation (time) axis")
+        px = image_pixel_size_nm(self, required=True, what="track_defects")
+        dt = self._frame_time_s(frame_time_s)
+        data = self.data.compute() if hasattr(self.data, "compute") else np.asarray(self.data)
+        check_finite(data, "the movie")
+        dyn = analyse_movie(data, dt, px, n_classes=n_classes, **kwargs)
+        self._dynamics = dyn
+        record(self, "track_defects", {"frame_time_s": dt, "pixel_size_nm": px, "n_classes": n_classes, **kwargs},
+               n_tracks=len(dyn.tracks), n_classes_found=dyn.classes.n_classes,
+               transition_matrix=dyn.transitions.matrix,
+               D_nm2_per_s=[np.nan if r is None else r.D_nm2_per_s for r in dyn.diffusion])
+        return dyn
+
+    def _dyn(self) -> typing.Any:
+        dyn = getattr(self, "_dynamics", None)
+        if dyn is None:
+            raise ValueError("no defect dynamics yet: run track_defects() first")
+        return dyn
+
+    def defect_classes(self) -> typing.Any:
+        """The defect classes of the last :meth:`track_defects` (labels, class-mean images, BIC)."""
+        return self._dyn().classes
+
+    def transition_matrix(self) -> typing.Any:
+        """Per-frame Markov matrix between defect classes with 95 % intervals and the stationary
+        distribution, from the last :meth:`track_defects`."""
+        return self._dyn().transitions
+
+    def diffusion(self) -> list:
+        """Diffusion coefficient (nm^2/s, 95 % interval) of each defect class, from the last
+        :meth:`track_defects`."""
+        return self._dyn().diffusion
 
     def column_counts(self) -> typing.Any:
         """Number of columns of each class in every frame: ``Signal1D`` (navigation: class,

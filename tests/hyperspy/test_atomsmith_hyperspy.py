@@ -294,3 +294,21 @@ def test_eels_peak_fit_maps_find_a_known_gaussian():
     assert np.median(np.abs(maps["centre"].data - centre)) < 0.05
     assert np.median(maps["fwhm"].data) == pytest.approx(2.0, rel=0.05)
     assert np.median(maps["area"].data) == pytest.approx(4000.0, rel=0.05)
+
+
+def test_movie_defect_dynamics():
+    from atomsmith.simulate.movie import simulate_movie
+
+    mv = simulate_movie("MoS2", n_frames=16, shape_px=(160, 160), pixel_size_nm=0.02, n_defects=4,
+                        dose_e_per_A2=2e4, seed=11, progress=False)
+    s = _signal(mv.frames, scale=0.02, units="nm", signal_type="atomsmith_movie")
+    with pytest.raises(ValueError, match="track_defects"):
+        s.transition_matrix()
+    t = s.axes_manager.navigation_axes[0]
+    t.scale, t.units = mv.frame_time_s * 1e3, "ms"
+    dyn = s.track_defects(progress=False)
+    assert s.defect_classes().n_classes == 2 and len(dyn.tracks) >= 3
+    tm = s.transition_matrix()
+    assert tm.matrix.shape == (2, 2) and np.allclose(np.nansum(tm.matrix, axis=1), 1.0)
+    assert len(s.diffusion()) == 2
+    assert s.metadata.atomsmith.track_defects.parameters.frame_time_s == pytest.approx(mv.frame_time_s)
