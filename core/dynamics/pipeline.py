@@ -71,7 +71,8 @@ def analyse_movie(frames, frame_time_s: float, pixel_size_nm: float, *, position
         positions: defect positions per frame if known (else :func:`find_movie_defects`).
         n_classes: number of defect classes (default: by BIC).
         patch_px: sub-image side (default: 0.22 nm, odd).
-        max_displacement_px: tracking gate (default: 0.35 nm).
+        max_displacement_px: tracking gate (default: 0.7 nm: two hops of ~0.3 nm in one frame;
+            defects are sparse, so a wide gate rarely makes a choice ambiguous).
         max_gap: frames a track may miss.
     """
     if not (np.isfinite(frame_time_s) and frame_time_s > 0 and np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
@@ -86,7 +87,7 @@ def analyse_movie(frames, frame_time_s: float, pixel_size_nm: float, *, position
     labels = [np.full(len(p), -1) for p in pos]
     for (t, i), lab in zip(index, classes.labels, strict=True):
         labels[t][i] = lab
-    gate = max_displacement_px or 0.35 / pixel_size_nm
+    gate = max_displacement_px or 0.7 / pixel_size_nm
     tracks = link(pos, gate, max_gap=max_gap)
     lookup = {(t, round(float(x), 6), round(float(y), 6)): labels[t][i]
               for t, p in enumerate(pos) for i, (x, y) in enumerate(p)}
