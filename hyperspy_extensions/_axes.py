@@ -49,6 +49,27 @@ def set_image_axes(target: typing.Any, source: typing.Any, scale_px: float = 1.0
         t.offset = s.offset + s.scale * offset_px
 
 
+def copy_axes(targets: typing.Iterable, sources: typing.Iterable) -> None:
+    """Copy name, units, scale and offset from each source axis to the matching target axis."""
+    for t, s in zip(targets, sources, strict=True):
+        t.name, t.units, t.scale, t.offset = s.name, s.units, s.scale, s.offset
+
+
+def scan_map(source: typing.Any, data: typing.Any, title: str, quantity: str) -> typing.Any:
+    """A map on ``source``'s navigation (scan) axes: ``Signal2D`` for a 2D scan, else a
+    ``BaseSignal``; lazy for dask data; ``metadata.Signal.quantity`` set."""
+    import hyperspy.api as hs
+
+    nav = source.axes_manager.navigation_axes
+    out = (hs.signals.Signal2D if len(nav) == 2 else hs.signals.BaseSignal)(data)
+    if hasattr(data, "compute"):
+        out = out.as_lazy()
+    copy_axes(out.axes_manager.signal_axes if len(nav) == 2 else out.axes_manager._axes, nav)
+    out.metadata.General.title = title
+    out.metadata.set_item("Signal.quantity", quantity)
+    return out
+
+
 def px_to_axes(signal: typing.Any, xy_px: np.ndarray) -> np.ndarray:
     """(N, 2) pixel positions (x = column, y = row) -> the signal axes' calibrated values."""
     ax_x, ax_y = signal.axes_manager.signal_axes

@@ -14,7 +14,7 @@ import typing
 import numpy as np
 from exspy.signals import EELSSpectrum, LazyEELSSpectrum
 
-from ._axes import record
+from ._axes import record, scan_map
 
 _ENERGY_TO_EV = {"ev": 1.0, "kev": 1e3, "mev": 1e-3}
 
@@ -43,19 +43,7 @@ class AtomsmithEELS(EELSSpectrum):
                              "(lazy signals are not scanned: their pixels with NaN give NaN in the maps)")
 
     def _nav_map(self, data: typing.Any, title: str, quantity: str) -> typing.Any:
-        import hyperspy.api as hs
-
-        nav = self.axes_manager.navigation_axes
-        cls = hs.signals.Signal2D if len(nav) == 2 else hs.signals.BaseSignal
-        out = cls(data)
-        if hasattr(data, "compute"):
-            out = out.as_lazy()
-        target = out.axes_manager.signal_axes if len(nav) == 2 else out.axes_manager._axes
-        for t, s in zip(target, nav, strict=False):
-            t.name, t.units, t.scale, t.offset = s.name, s.units, s.scale, s.offset
-        out.metadata.General.title = title
-        out.metadata.set_item("Signal.quantity", quantity)
-        return out
+        return scan_map(self, data, title, quantity)
 
     # ----------------------------------------------------------------- maps
     def edge_maps(self, elements: typing.Iterable[str], width: float = 50.0, *, method: str = "mle") -> dict:

@@ -17,7 +17,7 @@ import typing
 import numpy as np
 from pyxem.signals import BeamShift, Diffraction2D, LazyBeamShift, LazyDiffraction2D
 
-from ._axes import length_scale_nm, record
+from ._axes import copy_axes, length_scale_nm, record, scan_map
 
 _INV_LENGTH_PER_NM = {"1/nm": 1.0, "nm^-1": 1.0, "1/å": 10.0, "1/a": 10.0, "å^-1": 10.0, "a^-1": 10.0,
                       "1/angstrom": 10.0}
@@ -90,21 +90,12 @@ class FourDSTEM(Diffraction2D):
 
     def _nav_signal(self, data: typing.Any, cls: type, title: str) -> typing.Any:
         out = cls(data)
-        for t, s in zip(out.axes_manager.navigation_axes, self.axes_manager.navigation_axes, strict=True):
-            t.name, t.units, t.scale, t.offset = s.name, s.units, s.scale, s.offset
+        copy_axes(out.axes_manager.navigation_axes, self.axes_manager.navigation_axes)
         out.metadata.General.title = title
         return out
 
     def _map(self, data: typing.Any, title: str, units: str) -> typing.Any:
-        import hyperspy.api as hs
-
-        lazy = hasattr(data, "compute")
-        out = (hs.signals.Signal2D(data).as_lazy() if lazy else hs.signals.Signal2D(data))
-        for t, s in zip(out.axes_manager.signal_axes, self.axes_manager.navigation_axes, strict=True):
-            t.name, t.units, t.scale, t.offset = s.name, s.units, s.scale, s.offset
-        out.metadata.General.title = title
-        out.metadata.set_item("Signal.quantity", units)
-        return out
+        return scan_map(self, data, title, units)
 
     # ----------------------------------------------------------------- reductions
     def center_of_mass(self, *, mask: typing.Any = None, threshold: float | None = None) -> BeamShift:
@@ -258,8 +249,7 @@ class FourDSTEM(Diffraction2D):
         if hasattr(stack, "compute"):
             stack = stack.compute()
         out = hs.signals.Signal2D(stack)
-        for t, src in zip(out.axes_manager.signal_axes, self.axes_manager.navigation_axes, strict=True):
-            t.name, t.units, t.scale, t.offset = src.name, src.units, src.scale, src.offset
+        copy_axes(out.axes_manager.signal_axes, self.axes_manager.navigation_axes)
         out.axes_manager.navigation_axes[0].name = "component (exx, eyy, exy, rotation_deg)"
         out.metadata.General.title = "Bragg-disc strain"
         out.metadata.set_item("atomsmith.components", ["exx", "eyy", "exy", "rotation_deg"])

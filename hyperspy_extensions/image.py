@@ -16,7 +16,7 @@ import typing
 import numpy as np
 from hyperspy.signals import LazySignal2D, Signal2D
 
-from ._axes import check_finite, image_pixel_size_nm, px_to_axes, record, set_image_axes
+from ._axes import check_finite, copy_axes, image_pixel_size_nm, px_to_axes, record, set_image_axes
 
 
 def _nav_indices(signal: typing.Any) -> list[tuple[int, ...]]:
@@ -376,9 +376,7 @@ class AtomicResolutionMovie(AtomicResolutionImage):
         counts = np.array([[int(np.sum(t.label == k)) if t.class_names else len(t) for t in tables]
                            for k in range(len(names))], float)
         out = hs.signals.Signal1D(counts)
-        src = self.axes_manager.navigation_axes[0]
-        ax = out.axes_manager.signal_axes[0]
-        ax.name, ax.units, ax.scale, ax.offset = src.name, src.units, src.scale, src.offset
+        copy_axes(out.axes_manager.signal_axes, self.axes_manager.navigation_axes[:1])
         out.metadata.General.title = "Column counts"
         out.metadata.set_item("atomsmith.classes", list(names))
         return out

@@ -64,6 +64,26 @@ def detector_mask(shape: tuple[int, int], mask: typing.Any = None) -> np.ndarray
     return m
 
 
+def detector_offsets(shape: tuple[int, int], center_px: tuple[float, float] | None = None,
+                     mrad_per_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(dx, dy) of every detector pixel from the zero-angle pixel ``center_px`` (qy, qx; default
+    the middle), in mrad with ``mrad_per_px``, else in pixels: two (qy, qx) arrays."""
+    qy, qx = int(shape[0]), int(shape[1])
+    cy, cx = (qy // 2, qx // 2) if center_px is None else (float(center_px[0]), float(center_px[1]))
+    scale = 1.0 if mrad_per_px is None else float(mrad_per_px)
+    yy, xx = np.mgrid[:qy, :qx].astype(np.float64)
+    return (xx - cx) * scale, (yy - cy) * scale
+
+
+def annulus(radius: np.ndarray, inner: float, outer: float | None) -> np.ndarray:
+    """Boolean mask ``inner <= radius < outer`` (``outer=None``: no upper bound); a clear error
+    for ``inner >= outer``."""
+    hi = np.inf if outer is None else float(outer)
+    if not 0 <= inner < hi:
+        raise ValueError(f"need 0 <= inner ({inner}) < outer ({outer})")
+    return (radius >= inner) & (radius < hi)
+
+
 def _weighted_sums(data: typing.Any, weights: np.ndarray, threshold: float | None) -> typing.Any:
     """(..., k) sums of each pattern times each of the k weight images (weights (qy*qx, k))."""
     if _is_dask(data):
@@ -200,10 +220,9 @@ def center_of_mass(data: typing.Any, *, center_px: tuple[float, float] | None = 
         raise ValueError(f"threshold={threshold} must be in [0, 1)")
     if mrad_per_px is not None and not (np.isfinite(mrad_per_px) and mrad_per_px > 0):
         raise ValueError(f"mrad_per_px={mrad_per_px} must be > 0")
-    cy, cx = (qy // 2, qx // 2) if center_px is None else (float(center_px[0]), float(center_px[1]))
     m = detector_mask((qy, qx), mask)
-    yy, xx = np.mgrid[:qy, :qx].astype(np.float64)
-    w = np.stack([m, m * (xx - cx), m * (yy - cy)], axis=-1).reshape(qy * qx, 3)
+    dx, dy = detector_offsets((qy, qx), center_px)
+    w = np.stack([m, m * dx, m * dy], axis=-1).reshape(qy * qx, 3)
     sums = _weighted_sums(data, w, threshold)
     scale = 1.0 if mrad_per_px is None else float(mrad_per_px)
     if _is_dask(sums):
@@ -236,14 +255,8 @@ def virtual_image(data: typing.Any, *, inner: float = 0.0, outer: float | None =
     """
     _check_data(data)
     qy, qx = data.shape[-2:]
-    scale = 1.0 if mrad_per_px is None else float(mrad_per_px)
-    cy, cx = (qy // 2, qx // 2) if center_px is None else (float(center_px[0]), float(center_px[1]))
-    yy, xx = np.mgrid[:qy, :qx]
-    r = np.hypot(xx - cx, yy - cy) * scale
-    hi = np.inf if outer is None else float(outer)
-    if not 0 <= inner < hi:
-        raise ValueError(f"need 0 <= inner ({inner}) < outer ({outer})")
-    w = ((r >= inner) & (r < hi)).astype(np.float64).reshape(qy * qx, 1)
+    w = annulus(np.hypot(*detector_offsets((qy, qx), center_px, mrad_per_px)), inner, outer)
+    w = w.astype(np.float64).reshape(qy * qx, 1)
     if not w.any():
         raise ValueError(f"no detector pixel lies between {inner} and {outer}")
     return _weighted_sums(data, w, None)[..., 0]

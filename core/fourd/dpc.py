@@ -22,7 +22,7 @@ import typing
 
 import numpy as np
 
-from .com import _check_data, _weighted_sums
+from .com import _check_data, _weighted_sums, annulus, detector_offsets
 
 
 def segment_weights(shape: tuple[int, int], n_segments: int = 4, *, inner: float = 0.0, outer: float | None = None,
@@ -32,20 +32,12 @@ def segment_weights(shape: tuple[int, int], n_segments: int = 4, *, inner: float
     (mrad with ``mrad_per_px``, else pixels), the first from ``rotation_deg``."""
     if int(n_segments) < 2:
         raise ValueError(f"n_segments={n_segments} must be >= 2")
-    qy, qx = int(shape[0]), int(shape[1])
-    scale = 1.0 if mrad_per_px is None else float(mrad_per_px)
-    cy, cx = (qy // 2, qx // 2) if center_px is None else (float(center_px[0]), float(center_px[1]))
-    yy, xx = np.mgrid[:qy, :qx]
-    r = np.hypot(xx - cx, yy - cy) * scale
-    hi = np.inf if outer is None else float(outer)
-    if not 0 <= inner < hi:
-        raise ValueError(f"need 0 <= inner ({inner}) < outer ({outer})")
-    t = np.mod(np.arctan2(yy - cy, xx - cx) - np.deg2rad(rotation_deg), 2 * np.pi)
-    k = np.minimum((t / (2 * np.pi / n_segments)).astype(int), n_segments - 1)
-    ring = (r >= inner) & (r < hi)
-    w = np.zeros((qy, qx, int(n_segments)))
-    for j in range(int(n_segments)):
-        w[..., j] = ring & (k == j)
+    n = int(n_segments)
+    dx, dy = detector_offsets(shape, center_px, mrad_per_px)
+    ring = annulus(np.hypot(dx, dy), inner, outer)
+    t = np.mod(np.arctan2(dy, dx) - np.deg2rad(rotation_deg), 2 * np.pi)
+    k = np.minimum((t / (2 * np.pi / n)).astype(int), n - 1)
+    w = (ring[..., None] & (k[..., None] == np.arange(n))).astype(float)
     if not np.all(w.reshape(-1, n_segments).sum(0) > 0):
         raise ValueError("a segment covers no detector pixel: check inner / outer / the calibration")
     return w

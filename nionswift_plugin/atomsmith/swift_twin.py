@@ -430,82 +430,40 @@ def start_twin(sample: typing.Any = None, seed: int | None = 0, *, twin: typing.
     return handles
 
 
-def _twin_eels_simulator(instrument: typing.Any, generator: TwinScanDataGenerator, sensor: typing.Any) -> typing.Any:
-    """usim's camera-simulator interface around the twin's spectrometer: spectra of the twin's
-    atoms under the parked probe (:meth:`SimulatedInstrument.spectrum_at`)."""
+def _twin_camera_simulator(instrument: typing.Any, generator: TwinScanDataGenerator, camera_type: str,
+                           sensor: typing.Any, render: typing.Callable, energy_axis: typing.Callable | None = None
+                           ) -> typing.Any:
+    """usim's camera-simulator interface around the twin: each frame is
+    ``render(twin, position_nm, electrons, (rows, cols))`` for the electrons of the exposure
+    with the probe parked and the beam on (the dose itself is delivered by the generator's beam
+    clock); blanked, scanning or off the field, a dark frame. ``energy_axis(n)`` gives the
+    channel energies (eV) of a spectrometer's dispersive axis."""
     from nion.data import Calibration, DataAndMetadata
     from nion.usim_device import CameraSimulator
 
-    class _TwinEELSSimulator(CameraSimulator.CameraSimulator):
-        """Each frame: the twin's spectrum for the electrons of the exposure at the probe, spread
-        evenly over the sensor rows (summing the rows gives the spectrum). Blanked, scanning or
-        off the field: a dark frame. The dose itself is delivered by the generator's beam clock."""
+    from atomsmith.instrument import OutOfFieldError
 
+    class _TwinCameraSimulator(CameraSimulator.CameraSimulator):
         depends_on: list[str] = []
 
-        def energy_axis(self) -> np.ndarray:
-            e = np.asarray(generator.twin.spectrometer_energy_eV, float)
-            n = int(self._sensor_dimensions.width)
-            step = max(float(e[1] - e[0]), float(e[-1] - e[0] + (e[1] - e[0])) / n)
-            return float(e[0]) + step * np.arange(n)
-
         def get_dimensional_calibrations(self, readout_area: typing.Any, binning_shape: typing.Any) -> list:
-            e = self.energy_axis()
+            if energy_axis is None:
+                return [Calibration.Calibration(), Calibration.Calibration()]
+            e = energy_axis(int(self._sensor_dimensions.width))
             return [Calibration.Calibration(), Calibration.Calibration(offset=float(e[0]), scale=float(e[1] - e[0]),
                                                                        units="eV")]
 
         def get_frame_data(self, readout_area: typing.Any, binning_shape: typing.Any, exposure_s: float,
                            scan_context: typing.Any, parked_probe_position: typing.Any) -> typing.Any:
-            from atomsmith.instrument import OutOfFieldError
-
-            rows, n = int(self._sensor_dimensions.height), int(self._sensor_dimensions.width)
-            data = np.zeros((rows, n), np.float32)
+            shape = (int(self._sensor_dimensions.height), int(self._sensor_dimensions.width))
+            data = np.zeros(shape, np.float32)
             with generator.lock:
                 at = generator._beam_position()
                 if at is not None:
                     twin = generator.twin
                     electrons = twin.electrons_per_us * exposure_s * 1e6 * generator.time_scale
                     try:
-                        spectrum = twin.spectrum_at((float(at[0]), float(at[1])), electrons, self.energy_axis())
-                        data[:] = (spectrum / rows)[None, :]
-                    except OutOfFieldError:
-                        pass
-            data = self._get_binned_data(data, binning_shape)
-            return DataAndMetadata.new_data_and_metadata(
-                data, intensity_calibration=Calibration.Calibration(units="counts"),
-                dimensional_calibrations=self.get_dimensional_calibrations(readout_area, binning_shape))
-
-    return _TwinEELSSimulator(instrument, "eels", sensor, instrument.counts_per_electron)
-
-
-def _twin_ronchigram_simulator(instrument: typing.Any, generator: TwinScanDataGenerator, sensor: typing.Any) -> typing.Any:
-    """usim's camera-simulator interface around the twin's diffraction: the convergent-beam
-    pattern of the twin's atoms under the parked probe, block-upsampled to the sensor."""
-    from nion.data import Calibration, DataAndMetadata
-    from nion.usim_device import CameraSimulator
-
-    class _TwinRonchigramSimulator(CameraSimulator.CameraSimulator):
-        depends_on: list[str] = []
-
-        def get_dimensional_calibrations(self, readout_area: typing.Any, binning_shape: typing.Any) -> list:
-            return [Calibration.Calibration(), Calibration.Calibration()]
-
-        def get_frame_data(self, readout_area: typing.Any, binning_shape: typing.Any, exposure_s: float,
-                           scan_context: typing.Any, parked_probe_position: typing.Any) -> typing.Any:
-            from atomsmith.instrument import OutOfFieldError
-
-            h, w = int(self._sensor_dimensions.height), int(self._sensor_dimensions.width)
-            data = np.zeros((h, w), np.float32)
-            with generator.lock:
-                at = generator._beam_position()
-                if at is not None:
-                    twin = generator.twin
-                    electrons = twin.electrons_per_us * exposure_s * 1e6 * generator.time_scale
-                    try:
-                        pattern = twin.diffraction_at((float(at[0]), float(at[1])), electrons)
-                        ky, kx = max(1, h // pattern.shape[0]), max(1, w // pattern.shape[1])
-                        up = np.kron(pattern, np.ones((ky, kx), np.float32)) / (ky * kx)
-                        data[:up.shape[0], :up.shape[1]] = up[:h, :w]
+                        data[:] = render(twin, (float(at[0]), float(at[1])), electrons, shape)
                     except (OutOfFieldError, ValueError):
                         pass
             data = self._get_binned_data(data, binning_shape)
@@ -513,7 +471,39 @@ def _twin_ronchigram_simulator(instrument: typing.Any, generator: TwinScanDataGe
                 data, intensity_calibration=Calibration.Calibration(units="counts"),
                 dimensional_calibrations=self.get_dimensional_calibrations(readout_area, binning_shape))
 
-    return _TwinRonchigramSimulator(instrument, "ronchigram", sensor, instrument.counts_per_electron)
+    return _TwinCameraSimulator(instrument, camera_type, sensor, instrument.counts_per_electron)
+
+
+def _twin_eels_simulator(instrument: typing.Any, generator: TwinScanDataGenerator, sensor: typing.Any) -> typing.Any:
+    """The twin's spectrometer: the spectrum of the atoms under the probe
+    (:meth:`SimulatedInstrument.spectrum_at`), spread evenly over the sensor rows (summing the
+    rows gives the spectrum), channels from the twin's first energy at >= its dispersion."""
+
+    def energy_axis(n: int) -> np.ndarray:
+        e = np.asarray(generator.twin.spectrometer_energy_eV, float)
+        step = max(float(e[1] - e[0]), float(e[-1] - e[0] + (e[1] - e[0])) / n)
+        return float(e[0]) + step * np.arange(n)
+
+    def render(twin: typing.Any, at: tuple[float, float], electrons: float, shape: tuple[int, int]) -> np.ndarray:
+        spectrum = twin.spectrum_at(at, electrons, energy_axis(shape[1]))
+        return (spectrum / shape[0])[None, :]
+
+    return _twin_camera_simulator(instrument, generator, "eels", sensor, render, energy_axis)
+
+
+def _twin_ronchigram_simulator(instrument: typing.Any, generator: TwinScanDataGenerator, sensor: typing.Any) -> typing.Any:
+    """The twin's diffraction camera: the convergent-beam pattern of the atoms under the probe
+    (:meth:`SimulatedInstrument.diffraction_at`), block-upsampled to the sensor."""
+
+    def render(twin: typing.Any, at: tuple[float, float], electrons: float, shape: tuple[int, int]) -> np.ndarray:
+        pattern = twin.diffraction_at(at, electrons)
+        ky, kx = max(1, shape[0] // pattern.shape[0]), max(1, shape[1] // pattern.shape[1])
+        up = np.kron(pattern, np.ones((ky, kx), np.float32)) / (ky * kx)
+        out = np.zeros(shape, np.float32)
+        out[:up.shape[0], :up.shape[1]] = up[:shape[0], :shape[1]]
+        return out
+
+    return _twin_camera_simulator(instrument, generator, "ronchigram", sensor, render)
 
 
 def _ronchigram_camera_module(instrument: typing.Any, generator: TwinScanDataGenerator, camera_id: str,
