@@ -366,6 +366,54 @@ class AtomicResolutionMovie(AtomicResolutionImage):
         :meth:`track_defects`."""
         return self._dyn().diffusion
 
+    def normal_modes(self) -> list:
+        """Statistical normal modes of each defect class's neighbourhood (PCA of the distortions
+        of its first neighbour shell; :class:`atomsmith.dynamics.NormalModes` per class, px),
+        from the last :meth:`track_defects`."""
+        modes = self._dyn().normal_modes
+        if modes is None:
+            raise ValueError("no normal modes: track_defects was given defect positions without atoms")
+        return modes
+
+    def plot_trajectories(self, names: typing.Any = None) -> typing.Any:
+        """Matplotlib figure: the tracks of the last :meth:`track_defects` over the mean frame,
+        coloured by class, with a scale bar."""
+        from atomsmith.dynamics.figures import plot_trajectories
+
+        dyn = self._dyn()
+        data = self.data.mean(0)
+        data = data.compute() if hasattr(data, "compute") else np.asarray(data)
+        return plot_trajectories(data, dyn.tracks, dyn.track_labels,
+                                 pixel_size_nm=image_pixel_size_nm(self, required=False), names=names)
+
+    def plot_transition_graph(self, names: typing.Any = None) -> typing.Any:
+        """Matplotlib figure: the Markov chain of the last :meth:`track_defects` as a graph
+        (class-mean images at the nodes, probabilities with 95 % intervals on the arrows)."""
+        from atomsmith.dynamics.figures import plot_transition_graph
+
+        dyn = self._dyn()
+        return plot_transition_graph(dyn.transitions, class_images=dyn.classes.mean_images, names=names)
+
+    def plot_class_gallery(self, n_examples: int = 6, names: typing.Any = None) -> typing.Any:
+        """Matplotlib figure: per defect class, its mean sub-image and random members."""
+        from atomsmith.dynamics.figures import plot_class_gallery
+
+        dyn = self._dyn()
+        return plot_class_gallery(dyn.stack, dyn.classes.labels, n_examples=n_examples, names=names)
+
+    def defect_counts(self) -> typing.Any:
+        """Number of defects of each class in every frame, from the last :meth:`track_defects`:
+        ``Signal1D`` (navigation: class, signal: time)."""
+        import hyperspy.api as hs
+
+        dyn = self._dyn()
+        k = dyn.classes.n_classes
+        counts = np.array([[int(np.sum(np.asarray(lab) == c)) for lab in dyn.labels] for c in range(k)], float)
+        out = hs.signals.Signal1D(counts)
+        copy_axes(out.axes_manager.signal_axes, self.axes_manager.navigation_axes[:1])
+        out.metadata.General.title = "Defect counts per class"
+        return out
+
     def column_counts(self) -> typing.Any:
         """Number of columns of each class in every frame: ``Signal1D`` (navigation: class,
         signal: time) from the stored tables."""

@@ -198,6 +198,7 @@ def _movie(report: Report, args) -> None:
 
     from ..atoms.metrics import match_positions
     from ..dynamics import analyse_movie
+    from ..dynamics.figures import plot_class_gallery, plot_normal_modes, plot_transition_graph
 
     dyn = analyse_movie(mv.frames, mv.frame_time_s, mv.pixel_size_nm, n_classes=2, progress=not args.no_progress)
     found, true = [], []
@@ -211,6 +212,7 @@ def _movie(report: Report, args) -> None:
     order = np.argsort(to_true) if sorted(to_true) == [0, 1] else np.arange(2)
     ari = adjusted_rand_score(true, found) if len(found) else float("nan")
     tm, dres = dyn.transitions, dyn.diffusion
+    names = [mv.class_names[to_true[k]] if sorted(to_true) == [0, 1] else f"class {k}" for k in range(2)]
     for tr in dyn.tracks:
         ax[0, 0].plot(tr[:, 1], tr[:, 2], "w:", lw=1.0)
 
@@ -235,7 +237,16 @@ def _movie(report: Report, args) -> None:
         "a single (V_X) and a double (V_X2) vacancy following a Markov chain. atomsmith.dynamics.analyse_movie "
         f"finds the defects in every frame, classifies them from their sub-images, links {len(dyn.tracks)} tracks "
         "(dotted white) and measures the matrix and D per class; with a few hundred events the intervals are wide.",
-        [(fig, "movie", "Trajectories (true: coloured; found: dotted), classes and mean-squared displacement")],
+        [(fig, "movie", "Trajectories (true: coloured; found: dotted), classes and mean-squared displacement"),
+         (plot_transition_graph(tm, class_images=dyn.classes.mean_images, names=names), "movie_markov",
+          "Markov chain measured from the images: per-frame transition probabilities with 95 % intervals, "
+          "class-mean sub-images at the nodes"),
+         (plot_class_gallery(dyn.stack, dyn.classes.labels, names=names), "movie_classes",
+          "Defect classes found without labels: class mean and random members"),
+         *([(plot_normal_modes(dyn.normal_modes[order[0]], pixel_size_nm=mv.pixel_size_nm, title=names[order[0]]),
+             "movie_modes", "Statistical normal modes of the V_X neighbourhood (PCA of the distortions of its "
+             "first neighbour shell); the twin does not relax the lattice, so these are localisation noise")]
+           if dyn.normal_modes and dyn.normal_modes[order[0]] is not None else [])],
         rows,
     )
 

@@ -5,15 +5,17 @@
 - :func:`diffusion`: D (nm^2/s) with a 95 % interval from tracks (covariance estimator).
 - :func:`transition_matrix`: class-to-class matrix with 95 % intervals and the stationary state.
 - :func:`subimage_stack`, :func:`defect_classes`: crops around defects, PCA + GMM classes (BIC).
+- :func:`normal_modes`: PCA of the distortions of the neighbourhood of each defect class.
 - :func:`analyse_movie`: the whole chain on a movie (find, classify, track, Markov, diffusion).
 """
 
 from .classes import DefectClasses, defect_classes, subimage_stack
 from .diffusion import DiffusionResult, diffusion, diffusion_by_class, split_by_class
+from .normal_modes import NormalModes, align_neighbourhoods, neighbourhoods, normal_modes, shell_size
 from .markov import TransitionMatrix, stationary_distribution, transition_matrix
 from .pipeline import MovieDynamics, analyse_movie, find_movie_defects
 from .tracking import estimate_drift, link
 
-__all__ = ["DefectClasses", "MovieDynamics", "analyse_movie", "defect_classes", "find_movie_defects", "subimage_stack",
+__all__ = ["DefectClasses", "MovieDynamics", "NormalModes", "align_neighbourhoods", "neighbourhoods", "normal_modes", "shell_size", "analyse_movie", "defect_classes", "find_movie_defects", "subimage_stack",
            "DiffusionResult", "TransitionMatrix", "diffusion", "diffusion_by_class", "split_by_class", "estimate_drift", "link", "stationary_distribution",
            "transition_matrix"]

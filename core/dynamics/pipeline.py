@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from .classes import DefectClasses, defect_classes, subimage_stack
 from .diffusion import diffusion_by_class
 from .markov import TransitionMatrix, transition_matrix
+from .normal_modes import normal_modes
 from .tracking import link
 
 
@@ -26,6 +27,10 @@ class MovieDynamics:
         track_labels: per track, the class in each of its frames.
         transitions: :class:`TransitionMatrix` between classes (per frame).
         diffusion: per class, :class:`DiffusionResult` (None without steps).
+        stack: (M, s, s) defect sub-images the classes were fitted on (``classes.labels`` order).
+        atoms: per frame, (N_t, 2) all atom columns (x, y) px, when the defects were found here
+            or atoms were given; else None.
+        normal_modes: per class, :class:`NormalModes` of its neighbourhood (None without atoms).
     """
 
     positions: list
@@ -35,20 +40,29 @@ class MovieDynamics:
     track_labels: list
     transitions: TransitionMatrix
     diffusion: list
+    stack: np.ndarray | None = None
+    atoms: list | None = None
+    normal_modes: list | None = None
 
 
-def find_movie_defects(frames, *, model="generic", progress: bool = True) -> list[np.ndarray]:
+def find_movie_defects(frames, *, model="generic", progress: bool = True, return_atoms: bool = False):
     """Defect positions (vacancies and substituted columns, pixels) in every frame, with
-    :func:`atomsmith.find_atoms` and :func:`atomsmith.find_defects`."""
+    :func:`atomsmith.find_atoms` and :func:`atomsmith.find_defects`.
+
+    Returns:
+        per frame, (N_t, 2) defect positions (x, y) px; with ``return_atoms`` also, per frame,
+        the (n_t, 2) positions of all atom columns found.
+    """
     import warnings
 
     from atomsmith.atoms.defects import find_defects
     from atomsmith.atoms.find import find_atoms
 
-    out = []
+    out, atoms = [], []
     for t, img in enumerate(tqdm(frames, desc="defects", unit="frame", disable=not progress)):
         a = np.asarray(img, float)
         table = find_atoms(a, model=model, classify=True)
+        atoms.append(np.asarray(table.xy, float).reshape(-1, 2))
         try:
             d = find_defects(table, a.shape)
         except ValueError as exc:  # e.g. a frame too noisy to fit the lattice: no defects from it
@@ -56,12 +70,12 @@ def find_movie_defects(frames, *, model="generic", progress: bool = True) -> lis
             out.append(np.zeros((0, 2)))
             continue
         out.append(np.vstack([d.vacancy_xy.reshape(-1, 2), table.xy[d.substitution_index].reshape(-1, 2)]))
-    return out
+    return (out, atoms) if return_atoms else out
 
 
 def analyse_movie(frames, frame_time_s: float, pixel_size_nm: float, *, positions=None, n_classes: int | None = None,
                   patch_px: int | None = None, max_displacement_px: float | None = None, max_gap: int = 2,
-                  progress: bool = True) -> MovieDynamics:
+                  atoms=None, n_neighbours: int | None = None, progress: bool = True) -> MovieDynamics:
     """Find, classify and track the defects of a movie and measure their dynamics.
 
     Args:
@@ -74,11 +88,17 @@ def analyse_movie(frames, frame_time_s: float, pixel_size_nm: float, *, position
         max_displacement_px: tracking gate (default: 0.7 nm: two hops of ~0.3 nm in one frame;
             defects are sparse, so a wide gate rarely makes a choice ambiguous).
         max_gap: frames a track may miss.
+        atoms: per frame, (N_t, 2) atom columns (x, y) px for the normal modes, when
+            ``positions`` are given (found here otherwise).
+        n_neighbours: atoms per neighbourhood for the statistical normal modes (default: the
+            first shell).
     """
     if not (np.isfinite(frame_time_s) and frame_time_s > 0 and np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
         raise ValueError("frame_time_s and pixel_size_nm must be > 0")
-    pos = find_movie_defects(frames, progress=progress) if positions is None else [
-        np.asarray(p, float).reshape(-1, 2) for p in positions]
+    if positions is None:
+        pos, atoms = find_movie_defects(frames, progress=progress, return_atoms=True)
+    else:
+        pos = [np.asarray(p, float).reshape(-1, 2) for p in positions]
     # ~0.22 nm: the defect column and the inner part of its neighbours; larger patches carry the
     # random orientation of the neighbour shell, which BIC then splits into extra classes
     size = patch_px or int(round(0.22 / pixel_size_nm)) | 1
@@ -102,5 +122,6 @@ def analyse_movie(frames, frame_time_s: float, pixel_size_nm: float, *, position
     k = classes.n_classes
     trans = transition_matrix(seqs, k)
     diff = diffusion_by_class(tracks, track_labels, k, frame_time_s, pixel_size_nm)
+    modes = normal_modes(atoms, pos, labels, n_classes=k, n_neighbours=n_neighbours) if atoms is not None else None
     return MovieDynamics(positions=pos, classes=classes, labels=labels, tracks=tracks, track_labels=track_labels,
-                         transitions=trans, diffusion=diff)
+                         transitions=trans, diffusion=diff, stack=stack, atoms=atoms, normal_modes=modes)

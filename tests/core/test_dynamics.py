@@ -127,3 +127,10 @@ def test_defect_classes_and_the_whole_chain_on_a_twin_movie():
     assert np.mean(recall) > 0.6  # defects near the frame edge are not scored by find_defects
     assert adjusted_rand_score(true, found) >= 0.9
     assert res.transitions.matrix.shape == (res.classes.n_classes,) * 2 and len(res.tracks) >= 3
+    # statistical normal modes: the first shell of a graphene defect is the 3 C at 0.142 nm; the
+    # twin does not relax the lattice, so every mode is localisation noise (well under 15 pm)
+    for modes in res.normal_modes:
+        assert modes is not None and modes.template_xy.shape == (3, 2)
+        r_nm = np.linalg.norm(modes.template_xy, axis=1) * mv.pixel_size_nm
+        np.testing.assert_allclose(r_nm, 0.142, rtol=0.1)
+        assert np.sqrt(modes.variance_px2[0]) * mv.pixel_size_nm < 0.015

@@ -312,3 +312,12 @@ def test_movie_defect_dynamics():
     assert tm.matrix.shape == (2, 2) and np.allclose(np.nansum(tm.matrix, axis=1), 1.0)
     assert len(s.diffusion()) == 2
     assert s.metadata.atomsmith.track_defects.parameters.frame_time_s == pytest.approx(mv.frame_time_s)
+    # per-frame counts per class add up to the defects found; the MoS2 first shell is 3 Mo at 0.184 nm
+    counts = s.defect_counts()
+    assert counts.data.shape == (2, 16)
+    np.testing.assert_array_equal(counts.data.sum(0), [len(p) for p in dyn.positions])
+    for modes in s.normal_modes():
+        assert modes is not None
+        np.testing.assert_allclose(np.linalg.norm(modes.template_xy, axis=1) * 0.02, 0.184, rtol=0.1)
+    figs = [s.plot_trajectories(), s.plot_transition_graph(), s.plot_class_gallery(n_examples=3)]
+    assert [len(f.axes) for f in figs] == [1, 1, 2 * 4]
