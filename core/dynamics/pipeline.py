@@ -44,10 +44,30 @@ class MovieDynamics:
     atoms: list | None = None
     normal_modes: list | None = None
 
+    def to_dict(self) -> dict:
+        """The results as plain dicts, lists and arrays (positions and tracks in px, D in
+        nm^2/s, modes' variance in px^2), e.g. for saving or a front-end's metadata."""
+        t = self.transitions
+        modes = [None if m is None else {"template_xy": m.template_xy, "modes": m.modes,
+                                         "variance_px2": m.variance_px2, "explained_ratio": m.explained_ratio,
+                                         "n_samples": len(m.index), "n_rejected": m.n_rejected}
+                 for m in (self.normal_modes or [])]
+        return {"positions": self.positions, "labels": self.labels, "tracks": self.tracks,
+                "track_labels": self.track_labels, "n_classes": self.classes.n_classes,
+                "class_mean_images": self.classes.mean_images, "bic": self.classes.bic,
+                "transitions": {"matrix": t.matrix, "ci_low": t.ci_low, "ci_high": t.ci_high, "counts": t.counts,
+                                "stationary": t.stationary},
+                "diffusion": [None if r is None else {k: getattr(r, k) for k in r.__dataclass_fields__}
+                              for r in self.diffusion],
+                "normal_modes": modes}
 
-def find_movie_defects(frames, *, model="generic", progress: bool = True, return_atoms: bool = False):
+
+def find_movie_defects(frames, *, model="generic", period_px: float | None = None, progress: bool = True,
+                       return_atoms: bool = False):
     """Defect positions (vacancies and substituted columns, pixels) in every frame, with
-    :func:`atomsmith.find_atoms` and :func:`atomsmith.find_defects`.
+    :func:`atomsmith.find_atoms` and :func:`atomsmith.find_defects`. ``period_px``: lattice
+    period (default: measured once, on the mean of the first 8 frames; defects move, the lattice
+    does not).
 
     Returns:
         per frame, (N_t, 2) defect positions (x, y) px; with ``return_atoms`` also, per frame,
@@ -58,10 +78,21 @@ def find_movie_defects(frames, *, model="generic", progress: bool = True, return
     from atomsmith.atoms.defects import find_defects
     from atomsmith.atoms.find import find_atoms
 
+    from atomsmith.atoms.spacing import estimate_lattice_period
+
+    # one lattice period for the whole movie, from the mean of the first frames: measured per
+    # noisy frame it was occasionally a wrong peak (18.2 px for 10.7 on a twin graphene frame),
+    # and that frame then gave hundreds of false vacancies
+    if period_px is None and len(frames):
+        first = np.mean([np.asarray(f, float) for f in frames[:8]], axis=0)
+        try:
+            period_px = estimate_lattice_period(first).period_px
+        except ValueError:  # no clear lattice in the mean (NaN, strong drift): measure per frame
+            period_px = None
     out, atoms = [], []
     for t, img in enumerate(tqdm(frames, desc="defects", unit="frame", disable=not progress)):
         a = np.asarray(img, float)
-        table = find_atoms(a, model=model, classify=True)
+        table = find_atoms(a, model=model, classify=True, period_px=period_px)
         atoms.append(np.asarray(table.xy, float).reshape(-1, 2))
         try:
             d = find_defects(table, a.shape)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import typing
 
-from . import actions, live, manipulation
+from . import actions, live, manipulation, track_defects
 from .state import STATE
 
 
@@ -22,6 +22,7 @@ class AtomsmithExtension:
         except Exception:  # noqa: BLE001  (outside a full application: the default location)
             STATE.data_location = None
         live.register(api)
+        track_defects.register(api)
         trainer = actions.TrainOnFrame(api)
         mover = manipulation.MoveDopant(api)
         self.handlers = {
@@ -33,6 +34,8 @@ class AtomsmithExtension:
             "move_dopant": mover,
             "stop_manipulation": manipulation.StopManipulation(api, mover),
             "start_digital_twin": actions.StartDigitalTwin(api),
+            "track_defects": track_defects.TrackDefects(api),
+            "live_defect_counts": track_defects.LiveDefectCountsMenu(api),
         }
         self.menu_items = [api.create_menu_item(h) for h in self.handlers.values()]
 
@@ -41,4 +44,5 @@ class AtomsmithExtension:
             ref.close()
         self.menu_items = []
         self.handlers["start_digital_twin"].close()
+        track_defects.close_all()
         live.close_all()

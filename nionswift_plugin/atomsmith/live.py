@@ -196,16 +196,22 @@ class LiveSource:
                         self.thread = None
                     return
             if self._computation_closed():
+                self._analysing = False  # (else wait_idle waits for a frame that is never analysed)
                 self.close()
                 return
             try:
-                result = analyse_frame(frame, self.key)
+                result = self.analyse(frame)
                 self.done += 1
                 _call_on_ui_thread(self.computation, lambda r=result: self._deliver(r))
             except Exception:  # noqa: BLE001
                 log.exception("atomsmith live: analysing a frame")
             finally:
                 self._analysing = False
+
+    def analyse(self, frame: typing.Any) -> dict:
+        """Worker thread: the analysis of one complete frame (subclasses replace it, with
+        :meth:`_deliver`, for other live analyses; here live atom finding)."""
+        return analyse_frame(frame, self.key)
 
     def _deliver(self, res: dict) -> None:
         """UI thread: the result into the computation's result data item, graphics on it."""
@@ -285,8 +291,10 @@ def _source_data_item(computation: typing.Any) -> typing.Any:
     return items[0] if items else None
 
 
-def live_source(computation: typing.Any, create: bool = False) -> LiveSource | None:
-    """The :class:`LiveSource` of a live computation (``create``: made on first use)."""
+def live_source(computation: typing.Any, create: bool = False,
+                factory: typing.Callable[..., LiveSource] | None = None) -> LiveSource | None:
+    """The :class:`LiveSource` of a live computation (``create``: made on first use, by
+    ``factory(key, computation, data_item)``, default :class:`LiveSource`)."""
     key = _key(computation)
     with _sources_lock:
         ls = _sources.get(key)
@@ -294,7 +302,7 @@ def live_source(computation: typing.Any, create: bool = False) -> LiveSource | N
             native = _source_data_item(computation)
             if native is None:
                 return None
-            ls = _sources[key] = LiveSource(key, computation, native)
+            ls = _sources[key] = (factory or LiveSource)(key, computation, native)
         return ls
 
 

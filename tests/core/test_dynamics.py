@@ -134,3 +134,23 @@ def test_defect_classes_and_the_whole_chain_on_a_twin_movie():
         r_nm = np.linalg.norm(modes.template_xy, axis=1) * mv.pixel_size_nm
         np.testing.assert_allclose(r_nm, 0.142, rtol=0.1)
         assert np.sqrt(modes.variance_px2[0]) * mv.pixel_size_nm < 0.015
+
+
+def test_defect_classes_predict_new_frames():
+    from sklearn.metrics import adjusted_rand_score
+
+    from atomsmith.dynamics import defect_classes, subimage_stack
+    from atomsmith.simulate.movie import simulate_movie
+
+    mv = simulate_movie("graphene", n_frames=20, shape_px=(128, 128), pixel_size_nm=0.025, n_defects=6,
+                        dose_e_per_A2=2e4, seed=3, progress=False)
+    pos = [mv.positions_px[:, t] for t in range(20)]
+    fit_stack, _ = subimage_stack(mv.frames[:14], pos[:14], 9)
+    dc = defect_classes(fit_stack)  # 84 sub-images: BIC finds the 2 classes
+    assert dc.n_classes == 2
+    np.testing.assert_array_equal(dc.predict(fit_stack), dc.labels)
+    new, index = subimage_stack(mv.frames[14:], pos[14:], 9)
+    truth = mv.classes[index[:, 1], index[:, 0] + 14]
+    assert adjusted_rand_score(truth, dc.predict(new)) >= 0.9
+    with pytest.raises(ValueError, match=r"\(M, 9, 9\)"):
+        dc.predict(np.zeros((2, 7, 7)))

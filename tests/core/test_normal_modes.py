@@ -104,3 +104,14 @@ def test_sublattice_variants_are_rotated_onto_one_frame():
     expect = expect - expect.mean(0)  # the rigid shift is removed
     assert abs(mode @ (expect.reshape(-1) / np.linalg.norm(expect))) >= 0.95
     assert np.sqrt(r.variance_px2[0]) == pytest.approx(0.4 * np.sqrt(2 / 3), rel=0.2)
+
+
+def test_movie_dynamics_to_dict():
+    from atomsmith.dynamics import analyse_movie
+
+    atoms, defects, labels, _, _ = _movie(n_frames=12, per_frame=6)
+    frames = np.zeros((12, 64, 520))
+    dyn = analyse_movie(frames, 1.0, 0.02, positions=defects, atoms=atoms, n_classes=1, progress=False)
+    d = dyn.to_dict()
+    assert d["n_classes"] == 1 and d["transitions"]["matrix"].shape == (1, 1)
+    assert d["normal_modes"][0]["template_xy"].shape == (6, 2) and len(d["tracks"]) == len(dyn.tracks)
