@@ -33,11 +33,15 @@ class DefectClasses:
     _model: tuple = field(default=(), repr=False)
 
     def predict(self, stack: np.ndarray) -> np.ndarray:
-        """Classes of new sub-images (M, s, s) of the fitted size, with the fitted
-        standardisation, PCA and mixture (numbered like ``labels``)."""
+        """Classes of new sub-images (M, s, s) of the fitted size, numbered like ``labels``.
+
+        The fitted standardisation and PCA, then a linear discriminant (pooled covariance with
+        Ledoit-Wolf shrinkage) trained on the fitted labels. Not the mixture itself: fitted on a
+        few frames, its full covariances over-fit, and new sub-images of twin movies fitted on
+        4 frames got ARI 0.0-0.9, against 1.0 with the discriminant where the fit was right."""
         if not self._model:
             raise ValueError("these DefectClasses were not fitted here: nothing to predict with")
-        mu, sd, pca, gm, relabel = self._model
+        mu, sd, pca, clf = self._model
         x = np.asarray(stack, float)
         if x.ndim != 3 or x.shape[1:] != self.mean_images.shape[1:]:
             raise ValueError(f"stack must be (M, {self.mean_images.shape[1]}, {self.mean_images.shape[2]}); "
@@ -46,8 +50,10 @@ class DefectClasses:
             raise ValueError("stack contains NaN or inf")
         if len(x) == 0:
             return np.zeros(0, int)
-        z = (x.reshape(len(x), -1) - mu) / sd
-        return relabel[gm.predict(pca.transform(z))]
+        lat = pca.transform((x.reshape(len(x), -1) - mu) / sd)
+        if isinstance(clf, np.ndarray):  # class centroids in the PCA space
+            return ((lat[:, None, :] - clf[None]) ** 2).sum(-1).argmin(1)
+        return clf.predict(lat)
 
 
 def subimage_stack(frames, positions, size_px: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,5 +135,12 @@ def defect_classes(stack: np.ndarray, n_classes: int | None = None, *, max_class
     labels = relabel[raw]
     k = best.n_components
     means = np.stack([x[labels == j].mean(0) if np.any(labels == j) else np.zeros(x.shape[1:]) for j in range(k)])
+    counts = np.bincount(labels, minlength=k)
+    if k >= 2 and np.all(counts >= 2):
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        clf = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(lat, labels)
+    else:
+        clf = np.stack([lat[labels == j].mean(0) if counts[j] else np.full(lat.shape[1], np.inf) for j in range(k)])
     return DefectClasses(labels=labels, n_classes=k, mean_images=means, bic=bic, latent=lat,
-                         _model=(mu, sd, pca, best, relabel))
+                         _model=(mu, sd, pca, clf))
