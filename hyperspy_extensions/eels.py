@@ -113,6 +113,73 @@ class AtomsmithEELS(EELSSpectrum):
         record(out, "denoise", {"n_components": n_components, "method": method, "weighting": weighting})
         return out
 
+    # ----------------------------------------------------------------- learning with an image
+    def _image_pair(self, image: typing.Any) -> tuple[np.ndarray, np.ndarray]:
+        self._check()
+        if self.axes_manager.navigation_dimension != 2:
+            raise ValueError("im2spec / spec2im need a 2D spectrum image (two scan axes)")
+        img = np.asarray(image.data if hasattr(image, "axes_manager") else image, float)
+        data = self.data.compute() if hasattr(self.data, "compute") else np.asarray(self.data)
+        if img.shape != data.shape[:2]:
+            raise ValueError(f"the image {img.shape} must be on the spectrum image's scan grid {data.shape[:2]}")
+        return img, np.asarray(data, float)
+
+    def im2spec(self, image: typing.Any, patch_px: int | None = None, **kwargs: typing.Any) -> dict:
+        """Learn to predict this spectrum image from ``image`` (a HAADF image on the same scan
+        grid, array or Signal2D): :func:`atomsmith.learn.fit_im2spec` (image patch -> spectrum at
+        its centre, scored on a held-out strip; ``test_fraction``, ``side``, ``epochs``, ...).
+
+        Returns ``{"model", "r2_held_out", "r2_train", "predicted" (an AtomsmithEELS with these
+        axes, NaN where no patch fits), "test_mask" (held-out centres, a scan map)}``."""
+        from atomsmith.learn import fit_im2spec
+
+        img, data = self._image_pair(image)
+        fit = fit_im2spec(img, data, patch_px, **kwargs)
+        pred = self._deepcopy_with_new_data(fit.predicted)
+        if pred._lazy:
+            pred = pred.compute() if hasattr(pred, "compute") else pred
+        pred.metadata.General.title = f"{self.metadata.General.title} (im2spec prediction)"
+        params = {"patch_px": fit.patch_px, **kwargs}
+        record(pred, "im2spec", params, r2_held_out=fit.r2_held_out, r2_train=fit.r2_train)
+        record(self, "im2spec", params, r2_held_out=fit.r2_held_out, r2_train=fit.r2_train)
+        return {"model": fit.model, "r2_held_out": fit.r2_held_out, "r2_train": fit.r2_train, "predicted": pred,
+                "test_mask": self._nav_map(fit.test_mask.astype(float), "im2spec held-out centres", "held out")}
+
+    def spec2im(self, image: typing.Any, patch_px: int | None = None, **kwargs: typing.Any) -> dict:
+        """Learn the reverse: the image patch around each scan pixel from its spectrum
+        (:func:`atomsmith.learn.fit_spec2im`, held-out strip as in :meth:`im2spec`).
+
+        Returns ``{"model", "r2_held_out", "r2_train", "predicted" (Signal2D: navigation = scan,
+        signal = the predicted patch), "test_mask"}``."""
+        import hyperspy.api as hs
+
+        from atomsmith.learn import fit_spec2im
+
+        from ._axes import copy_axes
+
+        img, data = self._image_pair(image)
+        fit = fit_spec2im(img, data, patch_px, **kwargs)
+        pred = hs.signals.Signal2D(fit.predicted)
+        copy_axes(pred.axes_manager.navigation_axes, self.axes_manager.navigation_axes)
+        for ax, nav in zip(pred.axes_manager.signal_axes, self.axes_manager.navigation_axes, strict=True):
+            ax.scale, ax.units, ax.offset = nav.scale, nav.units, -nav.scale * (fit.patch_px // 2)
+        pred.metadata.General.title = "spec2im predicted patches"
+        record(pred, "spec2im", {"patch_px": fit.patch_px, **kwargs}, r2_held_out=fit.r2_held_out)
+        return {"model": fit.model, "r2_held_out": fit.r2_held_out, "r2_train": fit.r2_train, "predicted": pred,
+                "test_mask": self._nav_map(fit.test_mask.astype(float), "spec2im held-out centres", "held out")}
+
+
+    # ----------------------------------------------------------------- automated experiment replay
+    def replay_active_learning(self, image: typing.Any, criterion: typing.Any, budget: typing.Any, *,
+                               model: str | object = "dkl", **kwargs: typing.Any) -> dict:
+        """Replay an automated experiment offline: image patches steer where the next spectrum of
+        this spectrum image is "measured" and ``criterion(spectrum)`` (or an element symbol: its
+        edge integral) is the target. Returns the chosen points (calibrated, in order), the
+        predicted and full-grid criterion maps and scores
+        (:func:`atomsmith_hyperspy.explore.replay_active_learning`)."""
+        from .explore import replay_active_learning
+
+        return replay_active_learning(self, image, criterion, budget, model=model, **kwargs)
 
 class LazyAtomsmithEELS(LazyEELSSpectrum, AtomsmithEELS):
     """Lazy (dask) variant: maps stay lazy; denoising computes the data."""

@@ -186,6 +186,22 @@ class AtomicResolutionImage(Signal2D):
             raise ValueError(f"{what} works on a single image; take one frame with s.inav[i]")
         return _frame(self, ()), self.atom_table(), image_pixel_size_nm(self)
 
+    # ----------------------------------------------------------------- representation learning
+    def rvae(self, patch_px: int | None = None, *, n_latent: int = 1, n_classes: int | None = None,
+             **kwargs: typing.Any) -> typing.Any:
+        """Rotationally invariant VAE on the patches around the found columns (run
+        :meth:`find_atoms` first): :func:`atomsmith.learn.rvae_on_positions`. With ``n_classes``
+        a joint rVAE learns column classes without labels. Returns
+        :class:`atomsmith.learn.PatchLatents` (angle, shift, z, classes per column); the angles
+        and classes are also recorded in ``metadata``."""
+        from atomsmith.learn import rvae_on_positions
+
+        image, t, _ = self._single("rvae")
+        res = rvae_on_positions(image, t.xy, patch_px, n_latent=n_latent, n_classes=n_classes, **kwargs)
+        record(self, "rvae", {"patch_px": res.patch_px, "n_latent": n_latent, "n_classes": n_classes, **kwargs},
+               angle_rad=res.angle_rad, classes=res.classes)
+        return res
+
     # ----------------------------------------------------------------- local crystallography
     def local_crystallography(self, n_classes: int | None = 2, *, k: int = 6, **kwargs: typing.Any) -> typing.Any:
         """Classify columns by their neighbourhood (radius-vector descriptors, PCA + GMM):
@@ -298,6 +314,18 @@ class AtomicResolutionImage(Signal2D):
         record(self, "sliding_fft", params)
         return loadings, comps
 
+
+    def replay_active_learning(self, spectrum_image: typing.Any, criterion: typing.Any, budget: typing.Any, *,
+                               model: str | object = "dkl", **kwargs: typing.Any) -> dict:
+        """Replay an automated experiment on ``spectrum_image`` (an AtomsmithEELS on this image's
+        scan grid) steered by this image's patches; see
+        :func:`atomsmith_hyperspy.explore.replay_active_learning`."""
+        from .explore import replay_active_learning
+
+        if not hasattr(spectrum_image, "energy_axis_eV"):
+            raise TypeError("spectrum_image must be an AtomsmithEELS signal "
+                            "(s.set_signal_type('atomsmith_eels'))")
+        return replay_active_learning(spectrum_image, self, criterion, budget, model=model, **kwargs)
 
 class LazyAtomicResolutionImage(LazySignal2D, AtomicResolutionImage):
     """Lazy (dask) variant: frames are computed one at a time when a method needs them."""

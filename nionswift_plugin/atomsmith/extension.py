@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import typing
 
-from . import actions, live, manipulation, track_defects
+from . import actions, explore_panel, live, manipulation, track_defects
 from .state import STATE
 
 
@@ -37,9 +37,13 @@ class AtomsmithExtension:
             "track_defects": track_defects.TrackDefects(api),
             "live_defect_counts": track_defects.LiveDefectCountsMenu(api),
         }
+        explorer = explore_panel.AutomatedExperiment(api)
+        self.handlers["automated_experiment"] = explorer
+        self.handlers["stop_automated_experiment"] = explore_panel.StopAutomatedExperiment(api, explorer)
         self.menu_items = [api.create_menu_item(h) for h in self.handlers.values()]
 
     def close(self) -> None:
+        self.handlers["automated_experiment"].stop(wait_s=30.0)  # beam blanked, measurements kept
         for ref in self.menu_items:
             ref.close()
         self.menu_items = []

@@ -1,0 +1,236 @@
+"""Atomsmith > Automated Experiment in a headless Swift, on the digital twin's Swift devices
+(scan device, STEM controller, EELS camera) through NionInstrument: the run measures the budget,
+draws the points and the predicted map live, stops on request with the beam blanked and the
+measurements on disk, and refuses bad input with a clear error."""
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nion.usim_device")
+pytest.importorskip("nion.swift")
+pytest.importorskip("jax")
+
+from atomsmith.explore import MeasurementLog  # noqa: E402
+
+
+@pytest.fixture
+def twin_swift(tmp_path, monkeypatch):
+    """``start(**kwargs)`` -> the twin's headless Swift context (closed, threads checked, after)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
+    from nion.swift import Facade
+    from nion.swift.test import TestContext
+
+    from nionswift_plugin.atomsmith.swift_twin import twin_test_context
+
+    Facade.initialize()
+    before = set(threading.enumerate())
+    setup = TestContext.TestSetup(set_global=True)  # keep alive: it owns the event loop
+    made = []
+
+    def start(**kwargs):
+        ctx = twin_test_context(tmp_path / "test_data", **kwargs)
+        made.append(ctx)
+        return ctx
+
+    yield start
+    for ctx in made:
+        ctx.close()
+    del setup
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    deadline = time.perf_counter() + 5.0
+    while time.perf_counter() < deadline:
+        left = [t for t in set(threading.enumerate()) - before
+                if t.is_alive() and not t.daemon and not t.name.startswith("ThreadPoolExecutor")]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left, f"threads left running: {left}"
+
+
+SURVEY_PX, SURVEY_FOV_NM = 40, 2.0  # 0.05 nm per pixel, centred on the twin's field
+
+
+def _survey(ctx, ext):
+    """A survey taken by Swift's scan of the twin (it becomes Swift's scan context), shown and selected."""
+    from nion.utils import Geometry
+
+    hs, dc, api = ctx.scan_hardware_source, ctx.document_controller, ext.api
+    fp = hs.get_current_frame_parameters()
+    fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(SURVEY_PX, SURVEY_PX), SURVEY_FOV_NM, 8.0
+    fp.center_nm = Geometry.FloatPoint(y=0.0, x=0.0)
+    hs.set_current_frame_parameters(fp)
+    ctx.instrument.SetVal("C_Blank", 0.0)
+    xd = hs.record_immediate(fp)[0]
+    ctx.instrument.SetVal("C_Blank", 1.0)
+    di = api.library.create_data_item_from_data_and_metadata(xd, "survey")
+    _select(dc, di)
+    return di, api.application.document_windows[0]
+
+
+def _select(dc, di):
+    panel = dc.workspace_controller.display_panels[0]
+    panel.set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(di._data_item))
+    dc.selected_display_panel = panel
+
+
+def _pump(dc, runner, timeout_s=90.0):
+    """Process Swift's queued UI tasks while the run goes on; returns how often the map changed."""
+    seen, last = 0, None
+    t0 = time.perf_counter()
+    while runner.running and time.perf_counter() - t0 < timeout_s:
+        dc.periodic()
+        item = runner.predicted_item
+        if item is not None and item.xdata is not None:
+            n = item.xdata.metadata["atomsmith"]["n_points"]
+            if n != last:
+                seen, last = seen + 1, n
+        time.sleep(0.02)
+    runner.thread.join(5.0)
+    dc.periodic()
+    return seen
+
+
+def _extension(ctx, twin):
+    from nion.swift.model import PlugInManager
+
+    from nionswift_plugin.atomsmith.extension import AtomsmithExtension
+
+    ext = AtomsmithExtension(PlugInManager.APIBroker())
+    runner = ext.handlers["automated_experiment"]
+    runner.instrument_kwargs = {"time_scale": 1.0 / 10.0, "field_nm": twin.field_nm}
+    return ext, runner
+
+
+def test_automated_experiment_on_the_twins_swift_devices(twin_swift):
+    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
+    twin = ctx.handles.twin
+    ext, runner = _extension(ctx, twin)
+    try:
+        di, win = _survey(ctx, ext)
+        runner.budget = 12
+        runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0, "patch_px": 8, "seed": 0}
+        t0 = time.perf_counter()
+        runner.menu_item_execute(win)
+        assert runner.running, runner.error
+        updates = _pump(ctx.document_controller, runner)
+        elapsed = time.perf_counter() - t0
+        assert runner.error is None, runner.error
+        res = runner.result
+        assert res is not None and res.stop_reason == "points" and len(res.measurements) == 12
+        assert len(set(res.indices.tolist())) == 12
+        # the measured points are point graphics on the survey, at the measured positions
+        graphics = [g for g in di.graphics if g.graphic_type == "point-graphic"]
+        assert len(graphics) == len(runner.point_graphics) == 12
+        px = SURVEY_FOV_NM / SURVEY_PX
+        edge = np.asarray(twin.field_nm) / 2 - SURVEY_FOV_NM / 2  # the survey's outer edge in twin nm
+        for g, m in zip(runner.point_graphics, res.measurements, strict=True):
+            fy, fx = g.position
+            assert (fx * SURVEY_PX * px + edge[0], fy * SURVEY_PX * px + edge[1]) == pytest.approx(m.xy_nm, abs=1e-6)
+        # the predicted map: the survey's shape and calibration, updated while points arrived
+        pm = runner.predicted_item.xdata
+        assert pm.data_shape == (SURVEY_PX, SURVEY_PX) and np.all(np.isfinite(pm.data)) and pm.data.std() > 0
+        assert [c.scale for c in pm.dimensional_calibrations] == pytest.approx([px, px])
+        assert pm.metadata["atomsmith"]["n_points"] == 12 and updates >= 2
+        # the map ranks the measured points as the criterion did
+        yx = np.rint([[(m.xy_nm[1] - edge[1]) / px - 0.5, (m.xy_nm[0] - edge[0]) / px - 0.5]
+                      for m in res.measurements]).astype(int)
+        r = np.corrcoef(pm.data[yx[:, 0], yx[:, 1]], res.values)[0, 1]
+        assert r > 0.5, r
+        # on disk and beam safe
+        assert len(MeasurementLog(runner.run_dir).read()) == 12
+        assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
+        si = twin.sample.xy_A[twin.sample.species == "Si"] / 10.0
+        d_best = float(np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T)))
+        print(f"12 points in {elapsed:.1f} s, {updates} map updates, best {res.best.value:.3g} at {d_best:.3f} nm "
+              f"from the Si, r = {r:.2f}")
+    finally:
+        ext.close()
+
+
+def test_stop_mid_run_blanks_the_beam_and_keeps_the_measurements(twin_swift):
+    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
+    twin = ctx.handles.twin
+    ext, runner = _extension(ctx, twin)
+    try:
+        di, win = _survey(ctx, ext)
+        stop = ext.handlers["stop_automated_experiment"]
+        calls = []
+        from nionswift_plugin.atomsmith.explore_panel import EdgeCriterion
+
+        si = EdgeCriterion("Si")
+
+        def criterion(spectrum):  # the user presses Stop while the 7th spectrum is evaluated
+            calls.append(1)
+            if len(calls) == 7:
+                stop.menu_item_execute(win)
+            return si(spectrum)
+
+        runner.criterion = criterion
+        runner.budget = 40
+        runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0, "patch_px": 8}
+        runner.menu_item_execute(win)
+        _pump(ctx.document_controller, runner)
+        assert runner.stopped and runner.error is None and runner.result is None
+        stored = MeasurementLog(runner.run_dir).read()
+        assert len(stored) == len(runner.measurements) == 7  # the 7th finished, nothing after
+        assert [m.index for m in stored] == [m.index for m in runner.measurements]
+        assert (runner.run_dir / "spectra" / "000006.npz").exists()
+        assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
+        assert len(runner.point_graphics) == 7
+        stop.menu_item_execute(win)  # nothing running: a notification, no error
+    finally:
+        ext.close()
+
+
+def test_a_fault_mid_run_is_shown_with_the_beam_blanked_and_the_data_kept(twin_swift):
+    ctx = twin_swift(seed=2, with_eels=True, time_scale=10.0)
+    ext, runner = _extension(ctx, ctx.handles.twin)
+    try:
+        di, win = _survey(ctx, ext)
+        from nionswift_plugin.atomsmith.explore_panel import EdgeCriterion
+
+        si, calls = EdgeCriterion("Si"), []
+
+        def criterion(spectrum):  # e.g. a spectrometer fault surfacing in the user's function
+            calls.append(1)
+            if len(calls) == 4:
+                raise RuntimeError("injected fault")
+            return si(spectrum)
+
+        runner.criterion, runner.budget = criterion, 12
+        runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0}
+        runner.menu_item_execute(win)
+        _pump(ctx.document_controller, runner)
+        assert runner.error and "injected fault" in runner.error and not runner.stopped
+        assert len(MeasurementLog(runner.run_dir).read()) == len(runner.measurements) == 3
+        assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
+    finally:
+        ext.close()
+
+def test_a_non_2d_data_item_is_refused_clearly(twin_swift):
+    from nion.data import Calibration, DataAndMetadata
+
+    ctx = twin_swift(seed=1, with_eels=True)
+    ext, runner = _extension(ctx, ctx.handles.twin)
+    try:
+        api, dc = ext.api, ctx.document_controller
+        xd = DataAndMetadata.new_data_and_metadata(np.ones(256, np.float32),
+                                                   dimensional_calibrations=[Calibration.Calibration(80, 0.5, "eV")])
+        di = api.library.create_data_item_from_data_and_metadata(xd, "a spectrum")
+        _select(dc, di)
+        win = api.application.document_windows[0]
+        runner.menu_item_execute(win)  # reported, never raised into Swift
+        assert runner.error and "2D survey image" in runner.error and "1D" in runner.error
+        assert runner.thread is None and runner.predicted_item is None
+        uncal = api.library.create_data_item_from_data_and_metadata(
+            DataAndMetadata.new_data_and_metadata(np.ones((32, 32), np.float32)), "uncalibrated")
+        _select(dc, uncal)
+        runner.menu_item_execute(win)
+        assert "calibrated in nm" in runner.error and runner.thread is None
+    finally:
+        ext.close()
