@@ -11,8 +11,14 @@
 
 from .classes import DefectClasses, defect_classes, subimage_stack
 from .diffusion import DiffusionResult, diffusion, diffusion_by_class, split_by_class
-from .normal_modes import NormalModes, align_neighbourhoods, neighbourhoods, normal_modes, shell_size
 from .markov import TransitionMatrix, stationary_distribution, transition_matrix
+from .normal_modes import (
+           NormalModes,
+           align_neighbourhoods,
+           neighbourhoods,
+           normal_modes,
+           shell_size,
+)
 from .pipeline import MovieDynamics, analyse_movie, find_movie_defects
 from .tracking import estimate_drift, link
 

@@ -77,7 +77,6 @@ def find_movie_defects(frames, *, model="generic", period_px: float | None = Non
 
     from atomsmith.atoms.defects import find_defects
     from atomsmith.atoms.find import find_atoms
-
     from atomsmith.atoms.spacing import estimate_lattice_period
 
     # one lattice period for the whole movie, from the mean of the first frames: measured per

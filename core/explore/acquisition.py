@@ -19,7 +19,7 @@ float64); its ``'delta'`` revisit penalty loops in Python over recent points; it
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.special import ndtr

@@ -18,15 +18,15 @@ Nothing here is public API; :mod:`atomsmith.explore.models` wraps it in estimato
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 
 Params = dict[str, Any]
 MeanFn = Callable[[jnp.ndarray, dict[str, jnp.ndarray]], jnp.ndarray]
@@ -86,7 +86,7 @@ def init_params(key: jax.Array, cfg: EngineConfig, input_dim: int) -> Params:
     if cfg.hidden:
         sizes = (int(input_dim), *cfg.hidden, cfg.z_dim)
         layers = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             key, k1 = jax.random.split(key)
             layers.append({"w": jax.random.normal(k1, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)})
         params["nn"] = layers

@@ -193,8 +193,8 @@ def fit_lattice_model(config: np.ndarray, *, burn_sweeps: int = 30, sample_sweep
     x0 = np.asarray(start)
     step = np.maximum(0.1 * np.abs(x0), 0.02)
     simplex = np.vstack([x0] + [x0 + np.eye(3)[k] * step[k] for k in range(3)])
-    r = minimize(objective, x0, method="Nelder-Mead",
-                 options={"initial_simplex": simplex, "maxfev": int(max_evaluations), "xatol": 1e-3, "fatol": 1e-7})
+    minimize(objective, x0, method="Nelder-Mead",
+             options={"initial_simplex": simplex, "maxfev": int(max_evaluations), "xatol": 1e-3, "fatol": 1e-7})
     best = min(cache.items(), key=lambda kv: kv[1][0])
     p = np.asarray(best[0])
     return LatticeModelFit(J1=float(p[0]), J2=float(p[1]), h=float(p[2]), distance=float(best[1][0]),

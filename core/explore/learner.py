@@ -5,9 +5,9 @@ spectra at chosen positions, a physics criterion, stored point by point, beam sa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -111,10 +111,15 @@ class ActiveLearner:
         dwell_us: survey dwell per pixel, us.
         exposure_ms: spectrum exposure, ms.
         patch_px: patch side, px.
-        candidates: ``"pixels"``, ``"atoms"`` (local maxima of the survey) or an (N, 2) array
-            of positions in nm.
+        candidates: ``"pixels"``, ``"atoms"`` (the atomic columns found in the survey with
+            :func:`~atomsmith.atoms.find_atoms`: dopants and defects sit on columns, so this is
+            what a microscopist probes; give the survey enough pixels to resolve the lattice,
+            e.g. ~0.02-0.03 nm per pixel) or an (N, 2) array of positions in nm.
         stride_px: candidate grid step for ``"pixels"``.
         travel_penalty: acquisition units (standardised) per nm of probe travel.
+        atom_finder: ``model`` of :func:`~atomsmith.atoms.find_atoms` for ``"atoms"``
+            (``"generic"``, ``"classical"``, an ``AtomFinder``, or ``"maxima"`` for plain local
+            maxima of the smoothed survey); if the finder fails, local maxima are used.
         progress: tqdm progress bar.
     """
 
@@ -124,7 +129,7 @@ class ActiveLearner:
                  survey_shape_px: tuple[int, int] = (64, 64), survey_fov_nm: float | None = None,
                  dwell_us: float = 2.0, exposure_ms: float = 10.0, patch_px: int = 8,
                  candidates: str | np.ndarray = "pixels", stride_px: int = 1, travel_penalty: float = 0.0,
-                 seed: int = 0, progress: bool = False) -> None:
+                 atom_finder: str | object = "generic", seed: int = 0, progress: bool = False) -> None:
         self.instrument = instrument
         self.criterion = criterion
         self.log = MeasurementLog(log_dir)
@@ -142,6 +147,7 @@ class ActiveLearner:
             raise ValueError(f"dwell_us={dwell_us} and exposure_ms={exposure_ms} must be > 0")
         self.patch_px, self.candidates, self.stride_px = int(patch_px), candidates, int(stride_px)
         self.travel_penalty, self.seed, self.progress = float(travel_penalty), int(seed), bool(progress)
+        self.atom_finder = atom_finder
         self.candidates_xy_nm: np.ndarray | None = None
         self.features: np.ndarray | None = None
         self.survey_image: np.ndarray | None = None
@@ -157,11 +163,15 @@ class ActiveLearner:
                 s = self.stride_px
                 yy, xx = np.mgrid[0:ny:s, 0:nx:s]
                 yx = np.stack([yy.ravel(), xx.ravel()], 1)
+                xy_nm = frame.pixel_to_nm(yx[:, ::-1].astype(float))
             elif self.candidates == "atoms":
-                yx = local_maxima_yx(img)
+                xy_px = self._find_atoms(img, frame.pixel_size_nm)
+                inside = np.all((xy_px >= 0) & (xy_px <= np.array([nx - 1, ny - 1])), axis=1)
+                xy_px = xy_px[inside]
+                yx = np.rint(xy_px[:, ::-1]).astype(int)
+                xy_nm = frame.pixel_to_nm(xy_px)
             else:
                 raise ValueError(f"candidates={self.candidates!r} must be 'pixels', 'atoms' or an (N, 2) nm array")
-            xy_nm = frame.pixel_to_nm(yx[:, ::-1].astype(float))
         else:
             xy_nm = np.asarray(self.candidates, float).reshape(-1, 2)
             yx = np.rint(frame.nm_to_pixel(xy_nm)[:, ::-1]).astype(int)
@@ -175,6 +185,19 @@ class ActiveLearner:
                               settings={"patch_px": self.patch_px, "fov_nm": self.survey_fov_nm,
                                         "dwell_us": self.dwell_us, "exposure_ms": self.exposure_ms})
         self._load_survey()
+
+    def _find_atoms(self, img: np.ndarray, pixel_size_nm: float) -> np.ndarray:
+        """(M, 2) sub-pixel (x, y) positions of the atomic columns in the survey."""
+        if not (isinstance(self.atom_finder, str) and self.atom_finder == "maxima"):
+            try:
+                from ..atoms import find_atoms
+
+                xy = np.asarray(find_atoms(img, pixel_size_nm=pixel_size_nm, model=self.atom_finder).xy, float)
+                if len(xy) >= 2:
+                    return xy.reshape(-1, 2)
+            except (ValueError, RuntimeError, ImportError):  # no lattice found, no weights, ...
+                pass
+        return local_maxima_yx(img)[:, ::-1].astype(float)
 
     def _load_survey(self) -> None:
         s = self.log.read_survey()

@@ -135,23 +135,71 @@ def _learner(inst, tmp_path, **kw):
                          candidates="pixels", patch_px=8, n_seed=5, exposure_ms=20.0, seed=0, **kw)
 
 
-@pytest.mark.xfail(reason="not met yet: on the twin the Si L edge is a needle (no delocalisation, "
-                          "~0.05 nm wide) among 2304 pixel candidates and 20 ms spectra are noisy; "
-                          "30 points do not reliably land on a Si column", strict=False)
+def _si_scene(seed):
+    from atomsmith.instrument import SimulatedInstrument
+    from atomsmith.simulate import build_crystal, substitute
+
+    s = build_crystal("graphene", (30.0, 30.0))
+    s = substitute(s, "Si", 5, min_separation_A=5.0, edge_margin_A=4.0, seed=seed + 1)
+    return SimulatedInstrument(s, field_nm=(3.0, 3.0), swap_cross_sections_barn={}, seed=seed)
+
+
+def _atom_learner(inst, run_dir, seed, model="dkl", **kw):
+    """Candidates = the columns find_atoms sees in a 128 x 128 survey (~0.023 nm/px, ~300 of them);
+    criterion = background-subtracted Si L2,3 edge integral of a 20 ms spectrum."""
+    kw.setdefault("budget", 30)
+    return ActiveLearner(inst, si_edge, run_dir, survey_shape_px=(128, 128), survey_fov_nm=2.9, dwell_us=4.0,
+                         candidates="atoms", patch_px=12, n_seed=5, exposure_ms=20.0, model=model, seed=seed, **kw)
+
+
 def test_learner_on_simulated_instrument_finds_dopants(tmp_path):
-    inst = _si_instrument()
-    res = _learner(inst, tmp_path).run()
-    assert res.stop_reason == "points" and len(res.measurements) == 30
-    si = _si_xy_nm(inst)
-    d_best = np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T))
-    assert d_best < 0.08  # the best point is on a Si column
-    on_si = [np.min(np.hypot(*(si - np.asarray(m.xy_nm)).T)) < 0.08 for m in res.measurements]
-    assert sum(on_si[5:]) >= 3  # the learner keeps returning to Si columns
-    assert inst.blanked
-    log = MeasurementLog(tmp_path / "run")
-    assert len(log.read()) == 30
-    e, c = log.spectrum(7)
-    assert c.shape == e.shape and c.sum() > 0
+    """Over seeded scenes (5 Si among ~300 found columns), the DKL loop measures a Si column
+    within 30 points in >= 3 of 4 seeds, and sooner than random order over the same candidates."""
+    first_dkl, first_rand = [], []
+    for seed in range(4):
+        inst = _si_scene(seed)
+        res = _atom_learner(inst, tmp_path / f"dkl{seed}", seed).run()
+        si = _si_xy_nm(inst)
+        cand = res.candidates_xy_nm
+        assert 150 < len(cand) < 500  # the columns, not every pixel
+        on_si = np.min(np.hypot(*(cand[:, None] - si[None]).transpose(2, 0, 1)), axis=1) < 0.05
+        assert on_si.sum() >= 4  # the finder found (nearly) every Si column
+        first_dkl.append(_first_hit(res.indices, on_si))
+        rand = _atom_learner(_si_scene(seed), tmp_path / f"rand{seed}", seed, model="random").run()
+        np.testing.assert_allclose(rand.candidates_xy_nm, cand)  # same survey, same candidates
+        first_rand.append(_first_hit(rand.indices, on_si))
+        if seed == 0:
+            assert res.stop_reason == "points" and len(res.measurements) == 30
+            assert np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T)) < 0.05  # the best point is on Si
+            assert on_si[res.indices[5:]].sum() >= 3  # the learner keeps returning to Si columns
+            assert inst.blanked
+            log = MeasurementLog(tmp_path / "dkl0")
+            assert len(log.read()) == 30
+            e, c = log.spectrum(7)
+            assert c.shape == e.shape and c.sum() > 0
+    assert sum(f <= 30 for f in first_dkl) >= 3, first_dkl
+    assert np.mean(first_dkl) < np.mean(first_rand), (first_dkl, first_rand)
+
+
+def test_learner_stops_at_the_dose_budget(tmp_path):
+    """The run stops when the instrument's peak dose reaches Budget.dose_e_per_A2."""
+    inst = _si_scene(0)
+    centre = np.array([1.55, 1.55])  # every candidate inside one 0.1 nm dose cell of the twin
+    cand = centre + np.random.default_rng(0).uniform(-0.02, 0.02, (20, 2))
+    learner = ActiveLearner(inst, si_edge, tmp_path / "run", budget=Budget(points=20), survey_shape_px=(32, 32),
+                            survey_fov_nm=2.9, candidates=cand, model="gp", n_seed=2, exposure_ms=20.0)
+    learner.survey()
+    cell = (int(centre[1] / inst.dose_cell_nm), int(centre[0] / inst.dose_cell_nm))
+    before = float(inst.dose_e_per_A2[cell])
+    per_spectrum = inst.electrons_per_us * 20.0e3 / (inst.dose_cell_nm * 10.0) ** 2
+    assert float(inst.dose_e_per_A2.max()) < 1e-3 * per_spectrum  # the survey dose is small
+    learner.budget = Budget(points=20, dose_e_per_A2=before + 5.5 * per_spectrum)
+    res = learner.run()
+    assert res.stop_reason == "dose"
+    assert len(res.measurements) == 6  # 5 spectra leave the peak below the budget, the 6th reaches it
+    assert float(inst.dose_e_per_A2.max()) == pytest.approx(before + 6 * per_spectrum, rel=1e-6)
+    assert float(inst.dose_e_per_A2.max()) >= learner.budget.dose_e_per_A2
+    assert len(MeasurementLog(tmp_path / "run").read()) == 6 and inst.blanked
 
 
 def test_fault_mid_run_blanks_keeps_data_and_resumes(tmp_path):
@@ -186,31 +234,56 @@ def test_fault_mid_run_blanks_keeps_data_and_resumes(tmp_path):
 
 # ----------------------------------------------------------------------------- hypothesis learning
 @pytest.mark.slow
-@pytest.mark.xfail(reason="not met yet: 7/10 seeds pick the generating model (target 9/10); the "
-                          "first-order form with a slope mimics the second-order one", strict=False)
 def test_hypothesis_learning_picks_the_generating_model():
+    """Each of the two phase-transition forms generates the data in turn (parameters drawn across
+    the inner 80 % of their prior boxes, noise sd 0.02-0.08 drawn per run); >= 90 % of the runs pick
+    it within 50 points."""
     import jax.numpy as jnp
 
     from atomsmith.explore import PHASE_TRANSITION_MODELS, hypothesis_learning
 
     X = np.linspace(0, 1, 150)[:, None].astype(np.float32)
-    right = 0
-    for seed in range(4):
-        rng = np.random.default_rng(seed)
-        true = seed % 2
-        h = PHASE_TRANSITION_MODELS[true]
-        p = {k: jnp.float32(rng.uniform(lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo))) for k, (lo, hi) in h.bounds.items()}
-        y = np.asarray(h.mean_fn(jnp.asarray(X), p))
-        r = hypothesis_learning(X, lambda i: float(y[i] + rng.normal(0, 0.05)), budget=50, seed=seed)
-        right += r.chosen == true
-        assert len(r.indices) == 50
-    assert right >= 3
+    right, runs = 0, 0
+    for seed in range(100, 105):
+        for true in (0, 1):
+            rng = np.random.default_rng(1000 * true + seed)
+            h = PHASE_TRANSITION_MODELS[true]
+            p = {k: jnp.float32(rng.uniform(lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo)))
+                 for k, (lo, hi) in h.bounds.items()}
+            noise = rng.uniform(0.02, 0.08)
+            y = np.asarray(h.mean_fn(jnp.asarray(X), p))
+            r = hypothesis_learning(X, lambda i, y=y, rng=rng, noise=noise: float(y[i] + rng.normal(0, noise)), budget=50, seed=seed)
+            assert len(r.indices) == 50 and len(set(r.indices.tolist())) == 50
+            assert r.probabilities.shape == (2,) and r.probabilities.sum() == pytest.approx(1.0)
+            right += r.chosen == true
+            runs += 1
+    assert right / runs >= 0.9, f"{right}/{runs}"
+
+
+def test_hypothesis_learning_bandit_design_runs():
+    """gpax's original design (bandit over structured GPs) is still available."""
+    import jax.numpy as jnp
+
+    from atomsmith.explore import PHASE_TRANSITION_MODELS, hypothesis_learning
+
+    X = np.linspace(0, 1, 60)[:, None].astype(np.float32)
+    y = np.asarray(PHASE_TRANSITION_MODELS[0].mean_fn(jnp.asarray(X), {"a": 1.0, "Tc": 0.5, "beta": 0.3}))
+    r = hypothesis_learning(X, lambda i: float(y[i]), budget=9, n_seed=6, design="bandit", num_steps_initial=50,
+                            num_steps=10)
+    assert len(r.indices) == 9 and r.draws.shape == (3,)
+    with pytest.raises(ValueError, match="design"):
+        hypothesis_learning(X, lambda i: float(y[i]), budget=9, design="nope")
 
 
 # ----------------------------------------------------------------------------- lattice model
 @pytest.mark.slow
 def test_lattice_model_fit_recovers_pair_interactions():
-    from atomsmith.explore import fit_lattice_model, monte_carlo, neighbourhood_histogram, statistical_distance
+    from atomsmith.explore import (
+        fit_lattice_model,
+        monte_carlo,
+        neighbourhood_histogram,
+        statistical_distance,
+    )
 
     J1, J2, h = 0.35, -0.15, 0.0
     config, _ = monte_carlo(J1, J2, h, shape=(128, 128), sweeps=1200, seed=0)

@@ -32,7 +32,7 @@ def _movie(n_frames=60, per_frame=10, seed=0):
         centres[:, 0] = 40 + 45 * np.arange(per_frame)
         lab = rng.integers(0, 2, per_frame)
         pts = []
-        for c, k in zip(centres, lab):
+        for c, k in zip(centres, lab, strict=True):
             mode, sd = (radial, 0.4) if k == 0 else (trig, 0.3)
             d = (mode * rng.normal(0, sd)).reshape(-1, 2)
             pts.append(c + ring + d + rng.normal(0, 0.05, ring.shape))

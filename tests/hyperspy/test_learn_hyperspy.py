@@ -1,11 +1,10 @@
 """rVAE and im2spec / spec2im from HyperSpy: a spectrum image plus its HAADF image, and the found
 columns of an image."""
 
+import atomsmith_hyperspy  # noqa: F401  (registers the signal types)
 import hyperspy.api as hs
 import numpy as np
 import pytest
-
-import atomsmith_hyperspy  # noqa: F401  (registers the signal types)
 
 
 def _eels(pair):
