@@ -121,6 +121,6 @@ def test_bragg_disc_strain_recovers_a_two_percent_stretch():
     da = pytest.importorskip("dask.array")
     lazy = bragg_strain(da.from_array(data, chunks=(2, 5, 128, 128)), lattice)
     assert isinstance(lazy.exx, da.Array)
-    np.testing.assert_allclose(lazy.exx.compute(), r.exx, atol=1e-9)
+    np.testing.assert_allclose(lazy.exx.compute(), r.exx, atol=1e-6)  # chunked sums: float32 rounding
     with pytest.raises(ValueError, match="separated Bragg discs|discs"):
         find_bragg_lattice(np.ones((64, 64)), 3.0)
