@@ -26,13 +26,14 @@ from .ising import (
 from .learner import ActiveLearner, ExperimentInterrupted, ExperimentResult, local_maxima_yx
 from .loop import ActiveLearningResult, Budget, active_learning
 from .models import DKLRegressor, GPRegressor, StructuredGP, make_model, standardize_features
+from .multitask import MultiTaskGPRegressor
 from .scenes import PropertyScene, cut_patches, dopant_scene
 from .storage import Measurement, MeasurementLog
 
 __all__ = [
     "ACQUISITIONS", "ActiveLearner", "ActiveLearningResult", "Budget", "DKLRegressor",
     "ExperimentInterrupted", "ExperimentResult", "GPRegressor", "Hypothesis", "HypothesisResult",
-    "LatticeModelFit", "Measurement", "MeasurementLog", "PHASE_TRANSITION_MODELS", "PropertyScene",
+    "LatticeModelFit", "Measurement", "MeasurementLog", "MultiTaskGPRegressor", "PHASE_TRANSITION_MODELS", "PropertyScene",
     "StructuredGP", "acquire", "active_learning", "cut_patches", "dopant_scene", "ei",
     "first_order_transition", "fit_lattice_model", "hypothesis_learning", "local_maxima_yx",
     "make_model", "monte_carlo", "neighbourhood_histogram", "pseudo_likelihood_fit",
