@@ -18,14 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _gpax():
-    try:
-        import gpax  # noqa: PLC0415
-    except Exception as exc:  # noqa: BLE001
-        raise ImportError("gpax is not importable; install atomsmith[explore] "
-                          "(gpax==0.1.9, jax==0.7.2, numpyro==0.19.0, flax<0.12)") from exc
-    return gpax
+from .gpax_models import _gpax
 
 
 class MultiTaskGPRegressor:

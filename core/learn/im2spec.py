@@ -163,6 +163,20 @@ class _PairModel:
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first (or load())")
 
+    @torch.no_grad()
+    def _encode_tensor(self, t: torch.Tensor) -> np.ndarray:
+        """Latent codes of normalised inputs, in chunks of 4096."""
+        return torch.cat([self.encoder(t[i:i + 4096]) for i in range(0, len(t), 4096)]).cpu().numpy()
+
+    @torch.no_grad()
+    def _decode_normalised(self, latents: np.ndarray) -> np.ndarray:
+        """Decoder output (normalised units) for checked latent codes (N, n_latent)."""
+        self._require_fit()
+        z = np.asarray(latents, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.n_latent or not np.all(np.isfinite(z)):
+            raise ValueError(f"latents must be finite (N, {self.n_latent}); got shape {z.shape}")
+        return self.decoder(self._tensor(z)).cpu().numpy()
+
     # ------------------------------------------------------------------ training
     def _train(self, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float,
                weight_decay: float, progress: bool,
@@ -326,8 +340,7 @@ class Im2Spec(_PairModel):
         """Latent codes (N, n_latent) of patches."""
         self._require_fit()
         x = self._check_patches(patches)
-        xt = self._tensor(self._norm_patches(x, self.patch_norm == "per_patch"))
-        return torch.cat([self.encoder(xt[i:i + 4096]) for i in range(0, len(xt), 4096)]).cpu().numpy()
+        return self._encode_tensor(self._tensor(self._norm_patches(x, self.patch_norm == "per_patch")))
 
     def transform(self, patches: np.ndarray) -> np.ndarray:
         """Latent codes (N, n_latent) (scikit-learn style alias of :meth:`encode`)."""
@@ -336,12 +349,7 @@ class Im2Spec(_PairModel):
     @torch.no_grad()
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Spectra (N, C) in the training spectra's units for latent codes (N, n_latent)."""
-        self._require_fit()
-        z = np.asarray(latents, np.float32)
-        if z.ndim != 2 or z.shape[1] != self.n_latent or not np.all(np.isfinite(z)):
-            raise ValueError(f"latents must be finite (N, {self.n_latent}); got shape {z.shape}")
-        out = self.decoder(self._tensor(z)).cpu().numpy()
-        return out * self._ss + self._sm
+        return self._decode_normalised(latents) * self._ss + self._sm
 
     def predict(self, patches: np.ndarray) -> np.ndarray:
         """Predicted spectra (N, C) at the patch centres, in the training spectra's units."""
@@ -415,8 +423,7 @@ class Spec2Im(_PairModel):
     def encode(self, spectra: np.ndarray) -> np.ndarray:
         """Latent codes (N, n_latent) of spectra."""
         self._require_fit()
-        st = self._tensor(self._norm_spectra(self._check_spectra(spectra)))
-        return torch.cat([self.encoder(st[i:i + 4096]) for i in range(0, len(st), 4096)]).cpu().numpy()
+        return self._encode_tensor(self._tensor(self._norm_spectra(self._check_spectra(spectra))))
 
     def transform(self, spectra: np.ndarray) -> np.ndarray:
         """Latent codes (N, n_latent) (alias of :meth:`encode`)."""
@@ -425,11 +432,7 @@ class Spec2Im(_PairModel):
     @torch.no_grad()
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Patches (N, s, s) in the training patches' units for latent codes (N, n_latent)."""
-        self._require_fit()
-        z = np.asarray(latents, np.float32)
-        if z.ndim != 2 or z.shape[1] != self.n_latent or not np.all(np.isfinite(z)):
-            raise ValueError(f"latents must be finite (N, {self.n_latent}); got shape {z.shape}")
-        return self.decoder(self._tensor(z)).cpu().numpy() * self._ps + self._pm
+        return self._decode_normalised(latents) * self._ps + self._pm
 
     def predict(self, spectra: np.ndarray) -> np.ndarray:
         """Predicted patches (N, s, s) for spectra (N, C), in the training patches' units."""
