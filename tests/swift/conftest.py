@@ -1,6 +1,8 @@
 """Headless Nion Swift for the plug-in's tests (nion.ui's test UI; skipped without Nion Swift)."""
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -39,3 +41,38 @@ def swift(tmp_path, monkeypatch):
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+@pytest.fixture
+def twin_swift(tmp_path, monkeypatch):
+    """``start(**kwargs)`` -> the twin's headless Swift context (closed, threads checked, after)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
+    from nion.swift import Facade
+    from nion.swift.test import TestContext
+
+    from nionswift_plugin.atomsmith.swift_twin import twin_test_context
+
+    Facade.initialize()
+    before = set(threading.enumerate())
+    setup = TestContext.TestSetup(set_global=True)  # keep alive: it owns the event loop
+    made = []
+
+    def start(**kwargs):
+        ctx = twin_test_context(tmp_path / "test_data", **kwargs)
+        made.append(ctx)
+        return ctx
+
+    yield start
+    for ctx in made:
+        ctx.close()
+    del setup
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    deadline = time.perf_counter() + 5.0
+    while time.perf_counter() < deadline:
+        # the devices' acquisition threads must be gone (idle executor workers of Swift's document
+        # and daemon threads, e.g. tqdm's monitor, do not hold the interpreter at exit)
+        left = [t for t in set(threading.enumerate()) - before
+                if t.is_alive() and not t.daemon and not t.name.startswith("ThreadPoolExecutor")]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left, f"threads left running: {left}"

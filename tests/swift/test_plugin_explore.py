@@ -3,8 +3,6 @@
 draws the points and the predicted map live, stops on request with the beam blanked and the
 measurements on disk, and refuses bad input with a clear error."""
 
-import asyncio
-import threading
 import time
 
 import numpy as np
@@ -15,42 +13,6 @@ pytest.importorskip("nion.swift")
 pytest.importorskip("jax")
 
 from atomsmith.explore import MeasurementLog  # noqa: E402
-
-
-@pytest.fixture
-def twin_swift(tmp_path, monkeypatch):
-    """``start(**kwargs)`` -> the twin's headless Swift context (closed, threads checked, after)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
-    from nion.swift import Facade
-    from nion.swift.test import TestContext
-
-    from nionswift_plugin.atomsmith.swift_twin import twin_test_context
-
-    Facade.initialize()
-    before = set(threading.enumerate())
-    setup = TestContext.TestSetup(set_global=True)  # keep alive: it owns the event loop
-    made = []
-
-    def start(**kwargs):
-        ctx = twin_test_context(tmp_path / "test_data", **kwargs)
-        made.append(ctx)
-        return ctx
-
-    yield start
-    for ctx in made:
-        ctx.close()
-    del setup
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    deadline = time.perf_counter() + 5.0
-    while time.perf_counter() < deadline:
-        left = [t for t in set(threading.enumerate()) - before
-                if t.is_alive() and not t.daemon and not t.name.startswith("ThreadPoolExecutor")]
-        if not left:
-            break
-        time.sleep(0.05)
-    assert not left, f"threads left running: {left}"
-
 
 SURVEY_PX, SURVEY_FOV_NM = 40, 2.0  # 0.05 nm per pixel, centred on the twin's field
 

@@ -4,7 +4,6 @@ blanking, refusals. Each test runs in a temporary directory (Swift's instrumenta
 ./test_data) and stops every thread it started."""
 
 import asyncio
-import threading
 import time
 
 import numpy as np
@@ -16,42 +15,6 @@ pytest.importorskip("nion.swift")
 from atomsmith import find_atoms  # noqa: E402
 from atomsmith.atoms.metrics import match_positions  # noqa: E402
 from atomsmith.instrument import OutOfFieldError  # noqa: E402
-
-
-@pytest.fixture
-def twin_swift(tmp_path, monkeypatch):
-    """``start(**kwargs)`` -> the twin's headless Swift context (closed, threads checked, after)."""
-    monkeypatch.chdir(tmp_path)
-    from nion.swift import Facade
-    from nion.swift.test import TestContext
-
-    from nionswift_plugin.atomsmith.swift_twin import twin_test_context
-
-    Facade.initialize()
-    before = set(threading.enumerate())
-    setup = TestContext.TestSetup(set_global=True)  # keep alive: it owns the event loop
-    made = []
-
-    def start(**kwargs):
-        ctx = twin_test_context(tmp_path / "test_data", **kwargs)
-        made.append(ctx)
-        return ctx
-
-    yield start
-    for ctx in made:
-        ctx.close()
-    del setup
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    deadline = time.perf_counter() + 5.0
-    while time.perf_counter() < deadline:
-        # the devices' acquisition threads must be gone (idle executor workers of Swift's document
-        # and daemon threads, e.g. tqdm's monitor, do not hold the interpreter at exit)
-        left = [t for t in set(threading.enumerate()) - before
-                if t.is_alive() and not t.daemon and not t.name.startswith("ThreadPoolExecutor")]
-        if not left:
-            break
-        time.sleep(0.05)
-    assert not left, f"threads left running: {left}"
 
 
 def _si_and_neighbours(twin):
