@@ -45,7 +45,6 @@ def swift(tmp_path, monkeypatch):
 def twin_swift(tmp_path, monkeypatch):
     """``start(**kwargs)`` -> the twin's headless Swift context (closed, threads checked, after)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
     from nion.swift import Facade
     from nion.swift.test import TestContext
 

@@ -14,6 +14,13 @@ pytest.importorskip("jax")
 
 from atomsmith.explore import MeasurementLog  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _data_in_tmp(tmp_path, monkeypatch):
+    """The experiments' logs go to the test's folder."""
+    monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
+
+
 SURVEY_PX, SURVEY_FOV_NM = 40, 2.0  # 0.05 nm per pixel, centred on the twin's field
 
 
