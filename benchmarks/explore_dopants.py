@@ -9,7 +9,8 @@ spectrum; 5 random seeds, budget 30 points. Printed per run: candidates, Si colu
 none), how many Si columns were measured, and run time; then the summary over seeds. Random
 order's expectation of the first hit is (N + 1) / (K + 1) ~ 50.
 
-Run: ``PYTHONPATH=. python benchmarks/explore_dopants.py [--seeds 5] [--budget 30]``.
+Run: ``PYTHONPATH=. python benchmarks/explore_dopants.py [--seeds 5] [--budget 30] [--n-si 5]
+[--models dkl,gp,random] [--exposure-ms 20] [--seed-design diverse|mixed|random]``.
 """
 
 from __future__ import annotations
@@ -35,11 +36,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=30)
+    ap.add_argument("--n-si", type=int, default=5, help="Si substitutions per scene")
+    ap.add_argument("--models", default="dkl,random", help="comma-separated surrogates to compare")
+    ap.add_argument("--exposure-ms", type=float, default=20.0)
+    ap.add_argument("--seed-design", default="diverse", choices=["diverse", "mixed", "random"],
+                    help="how the surrogates' seed points are chosen (random order stays random)")
     a = ap.parse_args()
-    summary = {"dkl": [], "random": []}
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    summary = {m: [] for m in models}
     for seed in range(a.seeds):
-        for model in ("dkl", "random"):
-            s = substitute(build_crystal("graphene", (30.0, 30.0)), "Si", 5, min_separation_A=5.0, edge_margin_A=4.0,
+        for model in models:
+            s = substitute(build_crystal("graphene", (30.0, 30.0)), "Si", a.n_si, min_separation_A=5.0, edge_margin_A=4.0,
                            seed=seed + 1)
             inst = SimulatedInstrument(s, field_nm=(3.0, 3.0), swap_cross_sections_barn={}, seed=seed)
             si = inst.sample.xy_A[inst.sample.species == "Si"] / 10
@@ -47,7 +54,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as d:
                 res = ActiveLearner(inst, si_edge, d + "/run", budget=a.budget, survey_shape_px=(128, 128),
                                     survey_fov_nm=2.9, dwell_us=4.0, candidates="atoms", patch_px=12, n_seed=5,
-                                    exposure_ms=20.0, model=model, seed=seed).run()
+                                    exposure_ms=a.exposure_ms, model=model, seed=seed,
+                                    seed_design=a.seed_design).run()
             cand = res.candidates_xy_nm
             on = np.min(np.hypot(*(cand[:, None] - si[None]).transpose(2, 0, 1)), axis=1) < 0.05
             hits = on[res.indices]

@@ -12,7 +12,8 @@ measured (capped at ``--cap``; a capped run counts as the cap, which favours ran
 sampling's expectation is ~ 1 / 0.01 = 100. Printed: per-method median over seeds, and the
 ratio median(DKL) / median(random) (target <= 1/3).
 
-Run: ``PYTHONPATH=. python benchmarks/explore_efficiency.py [--seeds 20] [--quick] [--gp]``
+Run: ``PYTHONPATH=. python benchmarks/explore_efficiency.py [--seeds 20] [--quick] [--gp]
+[--seed-design diverse|mixed|random]``
 (``--quick``: 5 seeds). Each DKL run is ~5-20 s on a 2-core CPU after the first compile.
 """
 
@@ -27,7 +28,8 @@ from atomsmith.explore import active_learning
 from atomsmith.explore.scenes import dopant_scene
 
 
-def run_one(method: str, seed: int, cap: int, n_seed: int, top: float = 0.01) -> tuple[int, float]:
+def run_one(method: str, seed: int, cap: int, n_seed: int, top: float = 0.01,
+            seed_design: str = "diverse") -> tuple[int, float]:
     """Measurements to the first top-``top`` candidate for one seeded scene; (count, seconds)."""
     sc = dopant_scene(seed=seed)
     target = sc.top_fraction(top)
@@ -55,7 +57,7 @@ def run_one(method: str, seed: int, cap: int, n_seed: int, top: float = 0.01) ->
 
     try:
         active_learning(sc.patches, measure, Budget(points=cap), model=method, acquisition="ucb",
-                        n_seed=n_seed, seed=seed, callback=cb)
+                        n_seed=n_seed, seed=seed, callback=cb, seed_design=seed_design)
     except _Stop:
         pass
     return found.get("n", cap), time.perf_counter() - t
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cap", type=int, default=400, help="measurement cap per run")
     ap.add_argument("--n-seed", type=int, default=10, help="random seed measurements")
     ap.add_argument("--gp", action="store_true", help="also run the exact GP on patches")
+    ap.add_argument("--seed-design", default="diverse", choices=["diverse", "mixed", "random"],
+                    help="how the surrogates' seed points are chosen (random sampling stays random)")
     args = ap.parse_args(argv)
     seeds = list(range(5 if args.quick else args.seeds))
     methods = ["dkl", "random"] + (["gp"] if args.gp else [])
@@ -75,12 +79,13 @@ def main(argv: list[str] | None = None) -> dict:
     for s in seeds:
         row = []
         for m in methods:
-            n, dt = run_one(m, s, args.cap, args.n_seed)
+            n, dt = run_one(m, s, args.cap, args.n_seed, seed_design=args.seed_design)
             res[m].append(n)
             row.append(f"{m} {n:4d} ({dt:5.1f} s)")
         print(f"seed {s:2d}: " + "   ".join(row), flush=True)
     med = {m: float(np.median(v)) for m, v in res.items()}
-    print(f"\nmeasurements to the top-1 % region (median over {len(seeds)} seeds):")
+    print(f"\nmeasurements to the top-1 % region (median over {len(seeds)} seeds; seed design "
+          f"{args.seed_design}):")
     for m in methods:
         print(f"  {m:7s} median {med[m]:6.1f}   mean {np.mean(res[m]):6.1f}   capped {sum(v >= args.cap for v in res[m])}")
     ratio = med["dkl"] / med["random"]

@@ -20,38 +20,27 @@ import numpy as np
 from ._axes import record, scan_map
 
 
-def _criterion_callable(criterion: typing.Any, width_eV: float) -> tuple[typing.Callable, str, str | None]:
-    """(criterion(spectrum) -> float, description, element or None)."""
+def _criterion_callable(criterion: typing.Any, width_eV: float) -> tuple[typing.Callable, str]:
+    """(criterion(spectrum) -> float, description); a string goes through
+    :func:`atomsmith.explore.criteria.criterion_from` (``"Si"``, ``"N/C"``, ``"280-300"``)."""
     if isinstance(criterion, str):
-        from atomsmith.simulate.eels import EDGES
+        from atomsmith.explore.criteria import criterion_from
 
-        if criterion not in EDGES:
-            raise ValueError(f"criterion={criterion!r}: a string names an element whose edge integral is the "
-                             f"criterion; known edges: {', '.join(EDGES)}")
-        onset = float(EDGES[criterion].onset_eV)
-
-        def edge(spectrum: typing.Any) -> float:
-            from atomsmith.eels import edge_map
-
-            return float(np.asarray(edge_map(np.asarray(spectrum.counts, float)[None], spectrum.energy_eV, onset,
-                                             width_eV)).ravel()[0])
-
-        return edge, f"{criterion} edge integral ({onset:g} + {width_eV:g} eV)", criterion
+        fn = criterion_from(criterion, width_eV)
+        return fn, repr(fn)
     if not callable(criterion):
         raise TypeError("criterion must be callable as criterion(spectrum) -> float (spectrum: an "
-                        "atomsmith.instrument.Spectrum with energy_eV and counts) or an element symbol")
-    return criterion, getattr(criterion, "__name__", repr(criterion)), None
+                        "atomsmith.instrument.Spectrum with energy_eV and counts), an element symbol (\"Si\"), "
+                        "a ratio (\"N/C\") or an energy window (\"280-300\")")
+    return criterion, getattr(criterion, "__name__", repr(criterion))
 
 
-def _full_map(data: np.ndarray, energy: np.ndarray, criterion: typing.Callable, element: str | None,
-              width_eV: float, xy_of: typing.Callable, progress: bool) -> np.ndarray:
-    """The criterion at every pixel (vectorised for an element's edge)."""
+def _full_map(data: np.ndarray, energy: np.ndarray, criterion: typing.Callable, xy_of: typing.Callable,
+              progress: bool) -> np.ndarray:
+    """The criterion at every pixel (vectorised when the criterion has ``map``, e.g. atomsmith's own)."""
     ny, nx = data.shape[:2]
-    if element is not None:
-        from atomsmith.eels import edge_map
-        from atomsmith.simulate.eels import EDGES
-
-        return np.asarray(edge_map(data, energy, float(EDGES[element].onset_eV), width_eV), float)
+    if callable(getattr(criterion, "map", None)):
+        return np.asarray(criterion.map(data, energy), float)
     from atomsmith.instrument.protocol import Spectrum
 
     out = np.full((ny, nx), np.nan)
@@ -88,7 +77,9 @@ def replay_active_learning(eels: typing.Any, image: typing.Any, criterion: typin
         image: HAADF image on the same scan grid (Signal2D or array).
         criterion: ``criterion(spectrum) -> float`` (``spectrum``: an
             :class:`atomsmith.instrument.Spectrum`, the same criterion the Swift plug-in takes), or
-            an element symbol: its background-subtracted edge integral over ``width_eV``.
+            a text for :func:`atomsmith.explore.criteria.criterion_from`: an element symbol (its
+            background-subtracted edge integral over ``width_eV``), a ratio ``"N/C"`` or an
+            energy window ``"280-300"`` (eV).
         budget: spectra to "measure" (int, seeds included) or :class:`atomsmith.explore.Budget`.
         model, acquisition, n_seed, beta, seed, model_options, kwargs: as
             :func:`atomsmith.explore.active_learning`.
@@ -135,7 +126,7 @@ def replay_active_learning(eels: typing.Any, image: typing.Any, criterion: typin
         raise ValueError("the image contains NaN or inf values; fill or crop them first")
     if not 0.0 < top_fraction < 1.0:
         raise ValueError(f"top_fraction={top_fraction} must be in (0, 1)")
-    fn, description, element = _criterion_callable(criterion, width_eV)
+    fn, description = _criterion_callable(criterion, width_eV)
 
     ny, nx = img.shape
     s = int(stride_px)
@@ -173,7 +164,7 @@ def replay_active_learning(eels: typing.Any, image: typing.Any, criterion: typin
             m = np.repeat(np.repeat(m, s, axis=0), s, axis=1)
         return m[:ny, :nx]
 
-    full = _full_map(data, energy, fn, element, width_eV, xy_of, progress)
+    full = _full_map(data, energy, fn, xy_of, progress)
     truth_c = full[yx[:, 0], yx[:, 1]]
     finite = np.isfinite(truth_c)
     thr = np.quantile(truth_c[finite], 1.0 - top_fraction)

@@ -7,6 +7,7 @@ JAX (with gpax's pins: jax 0.7.2, numpyro 0.19.0) is needed for the surrogates;
 """
 
 from .acquisition import ACQUISITIONS, acquire, ei, select_batch, travel_penalty, ucb, ue
+from .criteria import EdgeIntegral, EdgeRatio, WindowIntegral, criterion_from
 from .hypothesis import (
     PHASE_TRANSITION_MODELS,
     Hypothesis,
@@ -26,15 +27,15 @@ from .ising import (
 from .learner import ActiveLearner, ExperimentInterrupted, ExperimentResult, local_maxima_yx
 from .loop import ActiveLearningResult, Budget, active_learning
 from .models import DKLRegressor, GPRegressor, StructuredGP, make_model, standardize_features
-from .multitask import MultiTaskGPRegressor
+from .multitask import MultiTaskDKLRegressor, MultiTaskGPRegressor
 from .scenes import PropertyScene, cut_patches, dopant_scene
 from .storage import Measurement, MeasurementLog
 
 __all__ = [
-    "ACQUISITIONS", "ActiveLearner", "ActiveLearningResult", "Budget", "DKLRegressor",
+    "ACQUISITIONS", "ActiveLearner", "ActiveLearningResult", "Budget", "DKLRegressor", "EdgeIntegral", "EdgeRatio",
     "ExperimentInterrupted", "ExperimentResult", "GPRegressor", "Hypothesis", "HypothesisResult",
-    "LatticeModelFit", "Measurement", "MeasurementLog", "MultiTaskGPRegressor", "PHASE_TRANSITION_MODELS", "PropertyScene",
-    "StructuredGP", "acquire", "active_learning", "cut_patches", "dopant_scene", "ei",
+    "LatticeModelFit", "Measurement", "MeasurementLog", "MultiTaskDKLRegressor", "MultiTaskGPRegressor", "PHASE_TRANSITION_MODELS", "PropertyScene",
+    "StructuredGP", "WindowIntegral", "acquire", "criterion_from", "active_learning", "cut_patches", "dopant_scene", "ei",
     "first_order_transition", "fit_lattice_model", "hypothesis_learning", "local_maxima_yx",
     "make_model", "monte_carlo", "neighbourhood_histogram", "pseudo_likelihood_fit",
     "second_order_transition", "select_batch", "standardize_features", "statistical_distance",

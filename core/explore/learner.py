@@ -120,6 +120,8 @@ class ActiveLearner:
         atom_finder: ``model`` of :func:`~atomsmith.atoms.find_atoms` for ``"atoms"``
             (``"generic"``, ``"classical"``, an ``AtomFinder``, or ``"maxima"`` for plain local
             maxima of the smoothed survey); if the finder fails, local maxima are used.
+        seed_design: ``"diverse"``, ``"mixed"`` or ``"random"`` seed points, see
+            :func:`~atomsmith.explore.active_learning`.
         progress: tqdm progress bar.
     """
 
@@ -129,7 +131,8 @@ class ActiveLearner:
                  survey_shape_px: tuple[int, int] = (64, 64), survey_fov_nm: float | None = None,
                  dwell_us: float = 2.0, exposure_ms: float = 10.0, patch_px: int = 8,
                  candidates: str | np.ndarray = "pixels", stride_px: int = 1, travel_penalty: float = 0.0,
-                 atom_finder: str | object = "generic", seed: int = 0, progress: bool = False) -> None:
+                 atom_finder: str | object = "generic", seed_design: str = "diverse", seed: int = 0,
+                 progress: bool = False) -> None:
         self.instrument = instrument
         self.criterion = criterion
         self.log = MeasurementLog(log_dir)
@@ -148,6 +151,7 @@ class ActiveLearner:
         self.patch_px, self.candidates, self.stride_px = int(patch_px), candidates, int(stride_px)
         self.travel_penalty, self.seed, self.progress = float(travel_penalty), int(seed), bool(progress)
         self.atom_finder = atom_finder
+        self.seed_design = str(seed_design)
         self.candidates_xy_nm: np.ndarray | None = None
         self.features: np.ndarray | None = None
         self.survey_image: np.ndarray | None = None
@@ -248,6 +252,7 @@ class ActiveLearner:
                 learning = active_learning(
                     self.features, measure, Budget(points=self.budget.points or len(xy)), model=self.model,
                     acquisition=self.acquisition, n_seed=self.n_seed, seed=self.seed, beta=self.beta,
+                    seed_design=self.seed_design,
                     batch_size=self.batch_size, xy=xy, travel_penalty=self.travel_penalty,
                     model_options=self.model_options, initial=initial if len(done) else None,
                     progress=self.progress)

@@ -152,6 +152,60 @@ def _choose(model, X: np.ndarray, idx: list[int], vals: list[float], measured: n
     return select_batch(score, available, batch_size, correlation=corr, xy=xy, exclusion_radius=exclusion_radius)
 
 
+SEED_DESIGNS = ("diverse", "mixed", "random")
+
+
+def diverse_seeds(features: np.ndarray, n: int, *, exclude: np.ndarray | None = None,
+                  n_components: int = 20) -> np.ndarray:
+    """``n`` candidate indices that cover the feature space, unusual ones first.
+
+    The (standardised) features are projected on their first ``n_components`` principal
+    components. The first pick is the candidate with the largest Mahalanobis distance from the
+    mean (the most unusual patch: on an atomic-resolution survey a heavy dopant, a vacancy or a
+    contamination spot); each further pick is the candidate farthest from all picks so far
+    (farthest-point sampling). Why not random seeds: a rare site (1 in 300 columns) is almost
+    never among 5 random seeds, and a surrogate that never saw it has nothing to generalise
+    from; on the graphene twin with one Si among ~300 columns the Si is the first or second
+    pick in most scenes (``benchmarks/explore_dopants.py --n-si 1``).
+
+    Args:
+        features: (N, d) features, e.g. standardised flattened patches.
+        n: number of picks (at most the candidates not excluded).
+        exclude: (N,) bool, candidates not to pick (e.g. already measured); they still count
+            as covered for the farthest-point distances.
+        n_components: principal components kept (the rest is mostly noise).
+
+    Returns:
+        (n,) int indices in pick order.
+    """
+    X = np.asarray(features, np.float64)
+    N = len(X)
+    excl = np.zeros(N, bool) if exclude is None else np.asarray(exclude, bool).copy()
+    n = int(min(n, int((~excl).sum())))
+    if n <= 0:
+        return np.zeros(0, int)
+    Xc = X - X.mean(0)
+    k = int(max(1, min(n_components, N - 1, X.shape[1])))
+    U, S, _ = np.linalg.svd(Xc, full_matrices=False)
+    Z = U[:, :k] * S[:k]
+    white = U[:, :k] * np.sqrt(max(N - 1, 1))
+    if excl.any():
+        d = np.min(np.linalg.norm(Z[:, None, :] - Z[excl][None, :, :], axis=2), axis=1)
+    else:
+        d = np.full(N, np.inf)
+    picks: list[int] = []
+    novelty = np.sum(white ** 2, 1)
+    for _ in range(n):
+        if np.isinf(d).all():
+            j = int(np.argmax(np.where(excl, -np.inf, novelty)))
+        else:
+            j = int(np.argmax(np.where(excl, -np.inf, d)))
+        picks.append(j)
+        excl[j] = True
+        d = np.minimum(d, np.linalg.norm(Z - Z[j], axis=1))
+    return np.asarray(picks, int)
+
+
 def active_learning(
     features: np.ndarray,
     measure: Callable[[int], float],
@@ -170,11 +224,12 @@ def active_learning(
     model_options: dict | None = None,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
     callback: Callable[[int, float], None] | None = None,
+    seed_design: str = "diverse",
     progress: bool = False,
 ) -> ActiveLearningResult:
     """Find the candidates where ``measure`` is highest with as few measurements as possible.
 
-    Seeds ``n_seed`` random candidates, then repeats: fit the surrogate to all measured values,
+    Seeds ``n_seed`` candidates (``seed_design``), then repeats: fit the surrogate to all measured values,
     evaluate the acquisition on every candidate, measure the best unmeasured one (or a batch),
     until the budget is spent or every candidate is measured.
 
@@ -204,6 +259,12 @@ def active_learning(
         initial: (indices, values) already measured (e.g. a resumed run); they count towards
             the budget and replace the seeds when at least ``n_seed`` long.
         callback: ``callback(i, value)`` after every measurement (e.g. to store it).
+        seed_design: how the seeds are chosen: ``"diverse"`` (default, :func:`diverse_seeds`:
+            the most unusual candidate, then farthest-point sampling in the features'
+            principal components, so that rare sites such as dopants are among them),
+            ``"mixed"`` (the first half diverse, the rest at random: common sites are
+            represented too, which keeps the predicted map closer to the truth) or
+            ``"random"``. The ``"random"`` model always seeds at random.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -225,6 +286,8 @@ def active_learning(
         raise ValueError(f"n_seed={n_seed} must be >= 1")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if seed_design not in SEED_DESIGNS:
+        raise ValueError(f"seed_design={seed_design!r} must be one of {SEED_DESIGNS}")
     if xy is not None:
         xy = np.asarray(xy, float)
         if xy.shape != (N, 2) or not np.all(np.isfinite(xy)):
@@ -275,7 +338,17 @@ def active_learning(
         n_seed_eff = max(0, int(n_seed) - len(idx))
         if n_seed_eff:
             pool = np.flatnonzero(~measured)
-            for i in rng.choice(pool, size=min(n_seed_eff, len(pool)), replace=False):
+            if seed_design == "diverse" and not is_random:  # the random baseline stays random
+                seeds = diverse_seeds(X, n_seed_eff, exclude=measured)
+            elif seed_design == "mixed" and not is_random:
+                n_div = (n_seed_eff + 1) // 2
+                first = diverse_seeds(X, n_div, exclude=measured)
+                rest = np.setdiff1d(pool, first)
+                seeds = np.concatenate([first, rng.choice(rest, size=min(n_seed_eff - n_div, len(rest)),
+                                                          replace=False)]).astype(int)
+            else:
+                seeds = rng.choice(pool, size=min(n_seed_eff, len(pool)), replace=False)
+            for i in seeds:
                 if done():
                     break
                 do(int(i))

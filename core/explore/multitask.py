@@ -1,5 +1,6 @@
-"""Multi-task GP: gpax's ``MultiTaskGP`` (an intrinsic/linear model of coregionalisation)
-behind a ``fit(X, y, task)`` / ``predict(X, task) -> (mean, variance)`` shape.
+"""Multi-task surrogates: gpax's ``MultiTaskGP`` (an intrinsic/linear model of
+coregionalisation) and gpax's ``viMTDKL`` (the same task kernel on the embedding of a neural
+network) behind a ``fit(X, y, task)`` / ``predict(X, task) -> (mean, variance)`` shape.
 
 Several related measurements of one sample (e.g. two spectral features, or a cheap and an
 expensive signal) are modelled jointly: ``k((x, i), (x', j)) = k_data(x, x') * B[i, j]`` with
@@ -9,9 +10,16 @@ neural network); here gpax's own probabilistic model is fitted by SVI with an ``
 guide (MAP), as gpax's ``viGP`` does for the single-task GP, which takes seconds on a CPU.
 Predictions use gpax's ``get_mvn_posterior`` with the MAP parameters.
 
+:class:`MultiTaskDKLRegressor` is gpax's ``viMTDKL``: the data kernel acts on
+``z = nn(x)``, the output of a small network (gpax's 64-64-``z_dim`` ReLU MLP by default), which
+suits high-dimensional inputs such as flattened image patches, where a GP kernel on the raw
+pixels has too many (or too crude) lengthscales. It is fitted by gpax's own ``single_fit`` (SVI,
+``AutoDelta``, Normal priors on the weights).
+
 Task indices are integers ``0 .. num_tasks - 1``; gpax sees them as the last column of the
 input. Targets are standardised over all tasks together (mean 0, std 1) inside the model and
-returned in the caller's units; inputs are used as given.
+returned in the caller's units; inputs are used as given (standardise patch features first, e.g.
+with :func:`atomsmith.explore.standardize_features` statistics of the training set).
 """
 
 from __future__ import annotations
@@ -21,52 +29,17 @@ import numpy as np
 from .gpax_models import _gpax
 
 
-class MultiTaskGPRegressor:
-    """Multi-task GP regression (gpax ``MultiTaskGP``, MAP fit by SVI).
+class _MultiTaskBase:
+    """Validation, target standardisation and the task covariance shared by the multitask
+    models; subclasses build and fit the gpax model in :meth:`_fit_model` and predict in
+    :meth:`_posterior`."""
 
-    Args:
-        num_tasks: number of tasks; None: ``max(task) + 1`` on the first :meth:`fit`.
-        kernel: gpax data kernel (``"RBF"``, ``"Matern"``).
-        rank: rank of ``W`` in the task covariance ``W W^T + diag(v)`` (gpax default:
-            ``num_tasks - 1``; at least 1).
-        num_latents: latent functions of the linear model of coregionalisation (1 = ICM).
-        num_steps: SVI (Adam) steps per fit.
-        step_size: Adam step size.
-        jitter: added to the covariance diagonal for numerical stability.
-        seed: PRNG seed (every fit uses it, so the same data give the same fit).
+    num_tasks: int | None
+    rank: int | None
+    num_latents: int
+    _flatten_inputs = False
 
-    Example:
-        >>> import numpy as np
-        >>> x = np.linspace(0, 1, 20)[:, None]
-        >>> X = np.vstack([x, x[::5]]); t = np.r_[np.zeros(20, int), np.ones(4, int)]
-        >>> y = np.r_[np.sin(6 * x[:, 0]), 0.8 * np.sin(6 * x[::5, 0])]
-        >>> m = MultiTaskGPRegressor(num_steps=300).fit(X, y, t)
-        >>> mean, var = m.predict(x, task=1)
-    """
-
-    name = "mtgp"
-
-    def __init__(self, *, num_tasks: int | None = None, kernel: str = "RBF", rank: int | None = None,
-                 num_latents: int = 1, num_steps: int = 500, step_size: float = 0.05, jitter: float = 1e-6,
-                 seed: int = 0) -> None:
-        if num_tasks is not None and int(num_tasks) < 1:
-            raise ValueError(f"num_tasks={num_tasks} must be >= 1")
-        if rank is not None and int(rank) < 1:
-            raise ValueError(f"rank={rank} must be >= 1")
-        if int(num_latents) < 1:
-            raise ValueError(f"num_latents={num_latents} must be >= 1")
-        if int(num_steps) < 1 or not step_size > 0:
-            raise ValueError(f"num_steps={num_steps} must be >= 1 and step_size={step_size} > 0")
-        if not isinstance(kernel, str):
-            raise TypeError(f"kernel={kernel!r} must be a gpax kernel name ('RBF', 'Matern')")
-        self.num_tasks = None if num_tasks is None else int(num_tasks)
-        self.kernel = kernel
-        self.rank = None if rank is None else int(rank)
-        self.num_latents = int(num_latents)
-        self.num_steps = int(num_steps)
-        self.step_size = float(step_size)
-        self.jitter = float(jitter)
-        self.seed = int(seed)
+    def _init_state(self) -> None:
         self._model = None
         self.params_: dict | None = None
         self.losses_: np.ndarray | None = None
@@ -79,6 +52,8 @@ class MultiTaskGPRegressor:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X[:, None]
+        if self._flatten_inputs and X.ndim > 2 and X.shape[0] >= 1:
+            X = X.reshape(X.shape[0], -1)  # (n, h, w) patches -> (n, h * w)
         if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
             raise ValueError(f"X must be (n, d) with n, d >= 1; got shape {X.shape}")
         if not np.all(np.isfinite(X)):
@@ -107,6 +82,91 @@ class MultiTaskGPRegressor:
                              f"the model has tasks 0..{num_tasks - 1}")
         return t
 
+    def _check_fit_data(self, X: np.ndarray, y: np.ndarray, task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validated ``X`` (n, d), standardised ``y`` (n,) and ``task`` (n,); sets ``y_mean_`` /
+        ``y_std_``."""
+        self.input_dim_ = None
+        X = self._check_X(X)
+        n = X.shape[0]
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim != 1 and not (y.ndim == 2 and 1 in y.shape):
+            raise ValueError(f"y must be (n,); got shape {y.shape}")
+        y = y.reshape(-1)
+        if len(y) != n:
+            raise ValueError(f"X has {n} rows but y has {len(y)} values")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"y holds {int(np.sum(~np.isfinite(y)))} NaN/inf values "
+                             "(drop failed measurements before fitting)")
+        t = self._check_task(task, n, self.num_tasks)
+        self.y_mean_ = float(y.mean())
+        sd = float(y.std())
+        self.y_std_ = sd if sd > 1e-12 else 1.0
+        return X, (y - self.y_mean_) / self.y_std_, t
+
+    def _require_fit(self) -> None:
+        if self._model is None or self.params_ is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(X, y, task) first")
+
+    @property
+    def task_covariance_(self) -> np.ndarray:
+        """Fitted task covariance ``sum_latents scale * (W W^T + diag(v))`` (num_tasks,
+        num_tasks), in standardised target units."""
+        self._require_fit()
+        W = np.asarray(self.params_["W"], np.float64)
+        v = np.asarray(self.params_["v"], np.float64)
+        scale = np.asarray(self.params_.get("k_scale", np.ones(len(W))), np.float64).reshape(-1)
+        B = np.einsum("qtr,qsr->qts", W, W) + np.stack([np.diag(vi) for vi in v])
+        return np.einsum("q,qts->ts", scale, B)
+
+    @property
+    def task_correlation_(self) -> np.ndarray:
+        """Fitted correlation between tasks (num_tasks, num_tasks), from :attr:`task_covariance_`."""
+        B = self.task_covariance_
+        s = np.sqrt(np.diag(B))
+        return B / np.outer(s, s)
+
+
+class MultiTaskGPRegressor(_MultiTaskBase):
+    """Multi-task GP regression (gpax ``MultiTaskGP``, MAP fit by SVI).
+
+    Args:
+        num_tasks: number of tasks; None: ``max(task) + 1`` on the first :meth:`fit`.
+        kernel: gpax data kernel (``"RBF"``, ``"Matern"``).
+        rank: rank of ``W`` in the task covariance ``W W^T + diag(v)`` (gpax default:
+            ``num_tasks - 1``; at least 1).
+        num_latents: latent functions of the linear model of coregionalisation (1 = ICM).
+        num_steps: SVI (Adam) steps per fit.
+        step_size: Adam step size.
+        jitter: added to the covariance diagonal for numerical stability.
+        seed: PRNG seed (every fit uses it, so the same data give the same fit).
+        progress: show numpyro's (tqdm) progress bar during the fit.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.linspace(0, 1, 20)[:, None]
+        >>> X = np.vstack([x, x[::5]]); t = np.r_[np.zeros(20, int), np.ones(4, int)]
+        >>> y = np.r_[np.sin(6 * x[:, 0]), 0.8 * np.sin(6 * x[::5, 0])]
+        >>> m = MultiTaskGPRegressor(num_steps=300).fit(X, y, t)
+        >>> mean, var = m.predict(x, task=1)
+    """
+
+    name = "mtgp"
+
+    def __init__(self, *, num_tasks: int | None = None, kernel: str = "RBF", rank: int | None = None,
+                 num_latents: int = 1, num_steps: int = 500, step_size: float = 0.05, jitter: float = 1e-6,
+                 seed: int = 0, progress: bool = False) -> None:
+        _check_settings(num_tasks, rank, num_latents, num_steps, step_size, kernel)
+        self.num_tasks = None if num_tasks is None else int(num_tasks)
+        self.kernel = kernel
+        self.rank = None if rank is None else int(rank)
+        self.num_latents = int(num_latents)
+        self.num_steps = int(num_steps)
+        self.step_size = float(step_size)
+        self.jitter = float(jitter)
+        self.seed = int(seed)
+        self.progress = bool(progress)
+        self._init_state()
+
     # -------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: np.ndarray, task: np.ndarray) -> MultiTaskGPRegressor:
         """Fresh MAP fit on ``X`` (n, d), ``y`` (n,) and integer ``task`` (n,).
@@ -123,26 +183,10 @@ class MultiTaskGPRegressor:
         from numpyro.infer import SVI, Trace_ELBO  # noqa: PLC0415
         from numpyro.infer.autoguide import AutoDelta  # noqa: PLC0415
 
-        self.input_dim_ = None
-        X = self._check_X(X)
-        n, d = X.shape
-        y = np.asarray(y, dtype=np.float64)
-        if y.ndim != 1 and not (y.ndim == 2 and 1 in y.shape):
-            raise ValueError(f"y must be (n,); got shape {y.shape}")
-        y = y.reshape(-1)
-        if len(y) != n:
-            raise ValueError(f"X has {n} rows but y has {len(y)} values")
-        if not np.all(np.isfinite(y)):
-            raise ValueError(f"y holds {int(np.sum(~np.isfinite(y)))} NaN/inf values "
-                             "(drop failed measurements before fitting)")
-        t = self._check_task(task, n, self.num_tasks)
+        X, yn, t = self._check_fit_data(X, y, task)
+        d = X.shape[1]
         num_tasks = self.num_tasks if self.num_tasks is not None else int(t.max()) + 1
         rank = self.rank if self.rank is not None else max(1, num_tasks - 1)
-
-        self.y_mean_ = float(y.mean())
-        sd = float(y.std())
-        self.y_std_ = sd if sd > 1e-12 else 1.0
-        yn = (y - self.y_mean_) / self.y_std_
 
         model = gpax.MultiTaskGP(d, self.kernel, num_latents=self.num_latents, shared_input_space=False,
                                  num_tasks=num_tasks, rank=rank)
@@ -152,7 +196,7 @@ class MultiTaskGPRegressor:
         guide = AutoDelta(model.model)
         svi = SVI(model.model, guide, numpyro.optim.Adam(step_size=self.step_size, b1=0.5), Trace_ELBO(),
                   X=Xa, y=yj, jitter=self.jitter)
-        result = svi.run(jax.random.PRNGKey(self.seed), self.num_steps, progress_bar=False)
+        result = svi.run(jax.random.PRNGKey(self.seed), self.num_steps, progress_bar=self.progress)
         params = guide.median(result.params)
         # the deterministic output scale (k_scale = 1) is part of the kernel parameters
         params["k_scale"] = jnp.ones(self.num_latents)
@@ -165,10 +209,6 @@ class MultiTaskGPRegressor:
         return self
 
     # -------------------------------------------------------------- prediction
-    def _require_fit(self) -> None:
-        if self._model is None or self.params_ is None:
-            raise RuntimeError("MultiTaskGPRegressor is not fitted; call fit(X, y, task) first")
-
     def predict(self, X: np.ndarray, task, *, noiseless: bool = True,
                 batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and variance at ``X`` (m, d) for ``task`` (an int or (m,) ints).
@@ -192,18 +232,170 @@ class MultiTaskGPRegressor:
         var = np.clip(np.concatenate(vars_), 0.0, None) * self.y_std_ ** 2
         return mean, var
 
-    @property
-    def task_covariance_(self) -> np.ndarray:
-        """Fitted task covariance ``sum_latents (W W^T + diag(v))`` (num_tasks, num_tasks), in
-        standardised target units."""
-        self._require_fit()
-        W = np.asarray(self.params_["W"], np.float64)
-        v = np.asarray(self.params_["v"], np.float64)
-        return np.einsum("qtr,qsr->ts", W, W) + np.stack([np.diag(vi) for vi in v]).sum(0)
 
-    @property
-    def task_correlation_(self) -> np.ndarray:
-        """Fitted correlation between tasks (num_tasks, num_tasks), from :attr:`task_covariance_`."""
-        B = self.task_covariance_
-        s = np.sqrt(np.diag(B))
-        return B / np.outer(s, s)
+class MultiTaskDKLRegressor(_MultiTaskBase):
+    """Multi-task deep kernel learning (gpax ``viMTDKL``, MAP fit by gpax's SVI).
+
+    A network maps each input (e.g. a flattened image patch) to ``z_dim`` latent coordinates;
+    the multitask kernel ``k_data(z, z') * B[i, j]`` acts on them, so one embedding, learned
+    mostly from the well-sampled tasks, serves every task. Use it when the inputs are
+    high-dimensional and several correlated scalar properties are measured, some of them
+    sparsely; for low-dimensional inputs :class:`MultiTaskGPRegressor` is simpler and as good.
+
+    Args:
+        num_tasks: number of tasks; None: ``max(task) + 1`` on the first :meth:`fit`.
+        z_dim: latent (embedding) dimension.
+        kernel: gpax data kernel on the embedding (``"RBF"``, ``"Matern"``).
+        rank: rank of ``W`` in the task covariance ``W W^T + diag(v)`` (gpax default:
+            ``num_tasks - 1``; at least 1).
+        num_latents: latent functions of the linear model of coregionalisation (1 = ICM).
+        nn: feature extractor, a haiku ``Module`` class called as ``nn(z_dim)(x)`` on the
+            flattened inputs; None: gpax's MLP (64-64-``z_dim``, ReLU).
+        num_steps: SVI (Adam) steps per fit. The network needs more than a GP: 1000 by default.
+        step_size: Adam step size.
+        jitter: added to the covariance diagonal for numerical stability.
+        seed: PRNG seed (every fit uses it, so the same data give the same fit).
+        progress: show numpyro's (tqdm) progress bar during the fit.
+
+    gpax's ``shared_input_space=True`` (every task measured at every input, Kronecker kernel) is
+    not exposed: give such data as one row per (input, task) pair, which is the same model.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(60, 16)); t = np.r_[np.zeros(50, int), np.ones(10, int)]
+        >>> y = np.tanh(X[:, 0]) * np.where(t == 1, 0.8, 1.0)
+        >>> m = MultiTaskDKLRegressor(num_steps=300).fit(X, y, t)
+        >>> mean, var = m.predict(X[:5], task=1)
+    """
+
+    name = "mtdkl"
+    _flatten_inputs = True
+
+    def __init__(self, *, num_tasks: int | None = None, z_dim: int = 2, kernel: str = "RBF",
+                 rank: int | None = None, num_latents: int = 1, nn=None,  # noqa: ANN001
+                 num_steps: int = 1000, step_size: float = 0.01, jitter: float = 1e-6, seed: int = 0,
+                 progress: bool = False) -> None:
+        _check_settings(num_tasks, rank, num_latents, num_steps, step_size, kernel)
+        if int(z_dim) < 1:
+            raise ValueError(f"z_dim={z_dim} must be >= 1")
+        self.num_tasks = None if num_tasks is None else int(num_tasks)
+        self.z_dim = int(z_dim)
+        self.kernel = kernel
+        self.rank = None if rank is None else int(rank)
+        self.num_latents = int(num_latents)
+        self.nn = nn
+        self.num_steps = int(num_steps)
+        self.step_size = float(step_size)
+        self.jitter = float(jitter)
+        self.seed = int(seed)
+        self.progress = bool(progress)
+        self._init_state()
+        self.nn_params_: dict | None = None
+        self._posterior_fns: dict = {}
+
+    # -------------------------------------------------------------- fitting
+    def fit(self, X: np.ndarray, y: np.ndarray, task: np.ndarray) -> MultiTaskDKLRegressor:
+        """Fresh MAP fit on ``X`` (n, d) (or (n, h, w) patches, flattened), ``y`` (n,) and
+        integer ``task`` (n,).
+
+        Raises:
+            ValueError: on NaN/inf, mismatched lengths, negative or non-integer task indices, or
+                indices >= ``num_tasks``.
+            FloatingPointError: if the fit ends with non-finite parameters.
+        """
+        gpax = _gpax()
+        import jax  # noqa: PLC0415
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        X, yn, t = self._check_fit_data(X, y, task)
+        d = X.shape[1]
+        num_tasks = self.num_tasks if self.num_tasks is not None else int(t.max()) + 1
+        rank = self.rank if self.rank is not None else max(1, num_tasks - 1)
+
+        model = gpax.viMTDKL(d, self.z_dim, self.kernel, num_latents=self.num_latents,
+                             shared_input_space=False, num_tasks=num_tasks, rank=rank, nn=self.nn)
+        Xa = jnp.asarray(np.column_stack([X, t]), dtype=jnp.float32)
+        yj = jnp.asarray(yn, dtype=jnp.float32)
+        # gpax's viDKL.fit drops its **kwargs (the jitter) for 1-D targets; single_fit passes them on
+        model.X_train, model.y_train = Xa, yj
+        nn_params, k_params, losses = model.single_fit(
+            jax.random.PRNGKey(self.seed), Xa, yj, num_steps=self.num_steps, step_size=self.step_size,
+            print_summary=False, progress_bar=self.progress, jitter=self.jitter)
+        leaves = jax.tree_util.tree_leaves((nn_params, k_params))
+        if not all(bool(jnp.all(jnp.isfinite(v))) for v in leaves):
+            raise FloatingPointError("the multitask DKL fit diverged (non-finite parameters); "
+                                     "standardise the inputs or lower step_size")
+        model.nn_params, model.kernel_params, model.loss = nn_params, k_params, losses
+        self._model, self.params_, self.nn_params_ = model, dict(k_params), nn_params
+        self.losses_ = np.asarray(losses)
+        self.num_tasks_, self.input_dim_ = num_tasks, d
+        self._posterior_fns = {}
+        return self
+
+    # -------------------------------------------------------------- prediction
+    def _posterior_fn(self, noiseless: bool):  # noqa: ANN202
+        """gpax's ``get_mvn_posterior`` under ``jit`` (mean and the covariance diagonal); eager it
+        takes seconds for a few hundred points."""
+        import jax  # noqa: PLC0415
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        if noiseless not in self._posterior_fns:
+            model, jitter = self._model, self.jitter
+
+            def post(Xa, nn_params, k_params):  # noqa: ANN001, ANN202
+                mean, cov = model.get_mvn_posterior(Xa, nn_params, k_params, noiseless, jitter=jitter)
+                return mean, jnp.diagonal(cov)
+
+            self._posterior_fns[noiseless] = jax.jit(post)
+        return self._posterior_fns[noiseless]
+
+    def predict(self, X: np.ndarray, task, *, noiseless: bool = True,
+                batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and variance at ``X`` (m, d) for ``task`` (an int or (m,) ints).
+
+        ``noiseless=True`` gives the variance of the latent function; ``False`` adds the fitted
+        noise of each point's task. Batches are padded to a power of two (at least 16) so that a
+        few sizes compile.
+        """
+        self._require_fit()
+        X = self._check_X(X)
+        t = self._check_task(task, len(X), self.num_tasks_)
+        Xa = np.column_stack([X, t]).astype(np.float32)
+        fn = self._posterior_fn(bool(noiseless))
+        bs = max(1, int(batch_size))
+        means, vars_ = [], []
+        for i in range(0, len(Xa), bs):
+            chunk = Xa[i:i + bs]
+            cap = max(16, 1 << (len(chunk) - 1).bit_length())
+            padded = np.zeros((cap, Xa.shape[1]), np.float32)
+            padded[:len(chunk)] = chunk  # padding rows: zeros, task 0; dropped below
+            mean, var = fn(padded, self.nn_params_, self.params_)
+            means.append(np.asarray(mean, np.float64)[:len(chunk)])
+            vars_.append(np.asarray(var, np.float64)[:len(chunk)])
+        mean = np.concatenate(means) * self.y_std_ + self.y_mean_
+        var = np.clip(np.concatenate(vars_), 0.0, None) * self.y_std_ ** 2
+        return mean, var
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """Latent coordinates ``nn(X)`` (m, z_dim) of the fitted network."""
+        import jax  # noqa: PLC0415
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        self._require_fit()
+        X = self._check_X(X)
+        z = self._model.nn_module.apply(self.nn_params_, jax.random.PRNGKey(0), jnp.asarray(X, jnp.float32))
+        return np.asarray(z, np.float64)
+
+
+def _check_settings(num_tasks, rank, num_latents, num_steps, step_size, kernel) -> None:  # noqa: ANN001
+    if num_tasks is not None and int(num_tasks) < 1:
+        raise ValueError(f"num_tasks={num_tasks} must be >= 1")
+    if rank is not None and int(rank) < 1:
+        raise ValueError(f"rank={rank} must be >= 1")
+    if int(num_latents) < 1:
+        raise ValueError(f"num_latents={num_latents} must be >= 1")
+    if int(num_steps) < 1 or not step_size > 0:
+        raise ValueError(f"num_steps={num_steps} must be >= 1 and step_size={step_size} > 0")
+    if not isinstance(kernel, str):
+        raise TypeError(f"kernel={kernel!r} must be a gpax kernel name ('RBF', 'Matern')")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import typing
 
-from . import actions, explore_panel, live, manipulation, track_defects
+from . import actions, automated_experiment, explore_panel, live, manipulation, track_defects
 from .state import STATE
 
 
@@ -37,13 +37,16 @@ class AtomsmithExtension:
             "track_defects": track_defects.TrackDefects(api),
             "live_defect_counts": track_defects.LiveDefectCountsMenu(api),
         }
-        explorer = explore_panel.AutomatedExperiment(api)
+        explorer = automated_experiment.AutomatedExperiment(api)
         self.handlers["automated_experiment"] = explorer
-        self.handlers["stop_automated_experiment"] = explore_panel.StopAutomatedExperiment(api, explorer)
+        self.handlers["stop_automated_experiment"] = automated_experiment.StopAutomatedExperiment(api, explorer)
+        self.explore_panel, self._panel_ref = explore_panel.register(api, explorer)
         self.menu_items = [api.create_menu_item(h) for h in self.handlers.values()]
 
     def close(self) -> None:
         self.handlers["automated_experiment"].stop(wait_s=30.0)  # beam blanked, measurements kept
+        self.explore_panel.close()
+        explore_panel.unregister()
         for ref in self.menu_items:
             ref.close()
         self.menu_items = []

@@ -87,7 +87,12 @@ def test_dkl_loop_finds_the_top_region_faster_than_random(scene):
     assert np.mean(n_dkl) < np.mean(n_rand)
     mean, var = r.predict()
     assert mean.shape == var.shape == (len(scene.values),)
-    assert np.corrcoef(mean, scene.values)[0, 1] > 0.3
+    # diverse seeds (the default) go for the unusual sites; half of them random ("mixed") keeps
+    # the common sites represented and the predicted map closer to the truth
+    m = active_learning(scene.patches, lambda i: float(scene.values[i] + rng.normal(0, noise)), 40,
+                        model="dkl", n_seed=8, seed=0, seed_design="mixed")
+    assert np.corrcoef(m.predict()[0], scene.values)[0, 1] > 0.3
+    assert _first_hit(m.indices, target) <= 40
 
 
 def test_loop_nan_batches_and_travel(scene):
@@ -106,6 +111,34 @@ def test_loop_nan_batches_and_travel(scene):
     assert np.hypot(*np.diff(xy[free.indices[5:]], axis=0).T).mean() > 3 * steps.mean()
     with pytest.raises(ValueError, match="xy"):
         active_learning(X, lambda i: 0.0, 5, travel_penalty=1.0)
+
+
+def test_diverse_seeds_pick_the_rare_site_first_and_cover_the_rest():
+    """Patches of 300 noisy columns and one 3x brighter one: the bright one is the first pick;
+    the rest spread over the feature space; measured candidates are never picked again."""
+    from atomsmith.explore.loop import diverse_seeds
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[-4:4, -4:4] + 0.5
+    amp = np.ones(301)
+    amp[137] = 3.0
+    shift = rng.uniform(-1.0, 1.0, (301, 2))
+    patches = np.stack([a * np.exp(-((xx - dx) ** 2 + (yy - dy) ** 2) / 4.0) for a, (dx, dy) in zip(amp, shift, strict=True)])
+    X = (patches + rng.normal(0, 0.15, patches.shape)).reshape(301, -1)
+    picks = diverse_seeds(X, 5)
+    assert picks[0] == 137 and len(set(picks.tolist())) == 5
+    # the other picks cover the shifts (the main variation) better than 5 random candidates do
+    def coverage(idx):
+        return np.max(np.min(np.hypot(*(shift[:, None] - shift[idx][None]).transpose(2, 0, 1)), axis=1))
+    rand = [coverage(rng.choice(301, 5, replace=False)) for _ in range(50)]
+    assert coverage(picks) < np.median(rand)
+    excl = np.zeros(301, bool)
+    excl[[137, 3]] = True
+    again = diverse_seeds(X, 4, exclude=excl)
+    assert not set(again.tolist()) & {137, 3} and len(again) == 4
+    assert len(diverse_seeds(X[:3], 10)) == 3 and len(diverse_seeds(X, 0)) == 0
+    with pytest.raises(ValueError, match="seed_design"):
+        active_learning(X, lambda i: 0.0, 5, seed_design="clever")
 
 
 # ----------------------------------------------------------------------------- the instrument loop

@@ -24,13 +24,13 @@ def _data_in_tmp(tmp_path, monkeypatch):
 SURVEY_PX, SURVEY_FOV_NM = 40, 2.0  # 0.05 nm per pixel, centred on the twin's field
 
 
-def _survey(ctx, ext):
+def _survey(ctx, ext, px=SURVEY_PX):
     """A survey taken by Swift's scan of the twin (it becomes Swift's scan context), shown and selected."""
     from nion.utils import Geometry
 
     hs, dc, api = ctx.scan_hardware_source, ctx.document_controller, ext.api
     fp = hs.get_current_frame_parameters()
-    fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(SURVEY_PX, SURVEY_PX), SURVEY_FOV_NM, 8.0
+    fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(px, px), SURVEY_FOV_NM, 8.0
     fp.center_nm = Geometry.FloatPoint(y=0.0, x=0.0)
     hs.set_current_frame_parameters(fp)
     ctx.instrument.SetVal("C_Blank", 0.0)
@@ -84,7 +84,7 @@ def test_automated_experiment_on_the_twins_swift_devices(twin_swift):
         runner.budget = 12
         runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0, "patch_px": 8, "seed": 0}
         t0 = time.perf_counter()
-        runner.menu_item_execute(win)
+        runner.start(win)
         assert runner.running, runner.error
         updates = _pump(ctx.document_controller, runner)
         elapsed = time.perf_counter() - t0
@@ -129,7 +129,7 @@ def test_stop_mid_run_blanks_the_beam_and_keeps_the_measurements(twin_swift):
         di, win = _survey(ctx, ext)
         stop = ext.handlers["stop_automated_experiment"]
         calls = []
-        from nionswift_plugin.atomsmith.explore_panel import EdgeCriterion
+        from atomsmith.explore.criteria import EdgeIntegral as EdgeCriterion
 
         si = EdgeCriterion("Si")
 
@@ -142,7 +142,7 @@ def test_stop_mid_run_blanks_the_beam_and_keeps_the_measurements(twin_swift):
         runner.criterion = criterion
         runner.budget = 40
         runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0, "patch_px": 8}
-        runner.menu_item_execute(win)
+        runner.start(win)
         _pump(ctx.document_controller, runner)
         assert runner.stopped and runner.error is None and runner.result is None
         stored = MeasurementLog(runner.run_dir).read()
@@ -161,7 +161,7 @@ def test_a_fault_mid_run_is_shown_with_the_beam_blanked_and_the_data_kept(twin_s
     ext, runner = _extension(ctx, ctx.handles.twin)
     try:
         di, win = _survey(ctx, ext)
-        from nionswift_plugin.atomsmith.explore_panel import EdgeCriterion
+        from atomsmith.explore.criteria import EdgeIntegral as EdgeCriterion
 
         si, calls = EdgeCriterion("Si"), []
 
@@ -173,7 +173,7 @@ def test_a_fault_mid_run_is_shown_with_the_beam_blanked_and_the_data_kept(twin_s
 
         runner.criterion, runner.budget = criterion, 12
         runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0}
-        runner.menu_item_execute(win)
+        runner.start(win)
         _pump(ctx.document_controller, runner)
         assert runner.error and "injected fault" in runner.error and not runner.stopped
         assert len(MeasurementLog(runner.run_dir).read()) == len(runner.measurements) == 3
@@ -193,13 +193,122 @@ def test_a_non_2d_data_item_is_refused_clearly(twin_swift):
         di = api.library.create_data_item_from_data_and_metadata(xd, "a spectrum")
         _select(dc, di)
         win = api.application.document_windows[0]
-        runner.menu_item_execute(win)  # reported, never raised into Swift
+        runner.start(win)  # reported, never raised into Swift
         assert runner.error and "2D survey image" in runner.error and "1D" in runner.error
         assert runner.thread is None and runner.predicted_item is None
         uncal = api.library.create_data_item_from_data_and_metadata(
             DataAndMetadata.new_data_and_metadata(np.ones((32, 32), np.float32)), "uncalibrated")
         _select(dc, uncal)
-        runner.menu_item_execute(win)
+        runner.start(win)
         assert "calibrated in nm" in runner.error and runner.thread is None
+    finally:
+        ext.close()
+
+
+def _panel_view(ext, win):
+    """Atomsmith > Automated Experiment shows the panel; its content in this window."""
+    ext.handlers["automated_experiment"].menu_item_execute(win)
+    view = ext.explore_panel.view_for(win)
+    assert view is not None, "the menu item did not show the panel"
+    return view
+
+
+def test_the_panel_runs_stops_and_resumes_an_experiment(twin_swift):
+    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
+    twin = ctx.handles.twin
+    ext, runner = _extension(ctx, twin)
+    dc = ctx.document_controller
+    try:
+        di, win = _survey(ctx, ext)
+        other = ext.api.library.create_data_item_from_data_and_metadata(di.xdata, "another image")
+        view = _panel_view(ext, win)
+        # the survey list holds the 2D images; "Selected" picks the selected one
+        titles = [d.title for d in view.survey_combo.items]
+        assert "survey" in titles and "another image" in titles
+        view._select_survey(other)
+        view.use_selected()
+        assert view.survey.uuid == di.uuid
+        view.criterion_edit.text, view.budget_edit.text, view.seeds_edit.text = "Si", "20", "5"
+        # Start from the panel; the user presses Stop while the 8th spectrum is evaluated
+        assert view.start(), view.status_label.text
+        assert runner.running and runner.criterion == "Si" and runner.budget == 20
+        t0 = time.perf_counter()
+        while runner.running and runner.n_measured < 8 and time.perf_counter() - t0 < 60:
+            dc.periodic()
+            time.sleep(0.01)
+        view.stop()
+        _pump(dc, runner)
+        assert runner.stopped and runner.error is None, (runner.state, runner.error)
+        n_stopped = len(MeasurementLog(runner.run_dir).read())
+        assert 8 <= n_stopped < 20
+        assert view.status_label.text.startswith("stopped") and view.progress.value == n_stopped
+        assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
+        run_dir = runner.run_dir
+        assert view.run_dir_edit.text == str(run_dir)
+        first = [m.index for m in MeasurementLog(run_dir).read()]
+        # Resume from the panel: the stored points count, none is measured again
+        assert view.resume(), view.status_label.text
+        _pump(dc, runner)
+        assert runner.state == "finished" and runner.error is None, (runner.state, runner.error)
+        stored = MeasurementLog(run_dir).read()
+        idx = [m.index for m in stored]
+        assert len(stored) == 20 and idx[:n_stopped] == first and len(set(idx)) == 20
+        assert runner.result.stop_reason == "points" and len(runner.point_graphics) == 20
+        assert view.status_label.text.startswith("finished: 20/20") and view.progress.value == 20
+        assert "best" in view.status_label.text
+        pm = runner.predicted_item.xdata
+        assert pm.metadata["atomsmith"]["n_points"] == 20 and np.all(np.isfinite(pm.data)) and pm.data.std() > 0
+    finally:
+        ext.close()
+
+
+def test_the_panel_refuses_bad_fields_before_touching_the_beam(twin_swift):
+    ctx = twin_swift(seed=1, with_eels=True)
+    ext, runner = _extension(ctx, ctx.handles.twin)
+    try:
+        di, win = _survey(ctx, ext)
+        view = _panel_view(ext, win)
+        for field, text, message in [(view.budget_edit, "many", "budget"), (view.budget_edit, "1", "budget"),
+                                     (view.criterion_edit, "Xq", "criterion"),
+                                     (view.width_edit, "-5", "edge width"), (view.stride_edit, "0", "stride")]:
+            old = field.text
+            field.text = text
+            assert not view.start()
+            assert view.status_label.text.startswith("refused") and message in view.status_label.text, \
+                view.status_label.text
+            assert runner.thread is None and runner.predicted_item is None
+            field.text = old
+        view.run_dir_edit.text = "/nonexistent/run"
+        assert not view.resume() and "no automated experiment to resume" in view.status_label.text
+    finally:
+        ext.close()
+
+
+def test_the_panel_probes_the_atomic_columns_found_in_the_survey(twin_swift):
+    """Candidates "atoms": every spectrum is taken on a column of the twin's sample."""
+    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
+    twin = ctx.handles.twin
+    ext, runner = _extension(ctx, twin)
+    dc = ctx.document_controller
+    try:
+        di, win = _survey(ctx, ext, px=96)  # ~0.02 nm per pixel: the columns are resolved
+        view = _panel_view(ext, win)
+        view.budget_edit.text, view.seeds_edit.text = "10", "4"
+        view.candidates_combo.current_index = 1
+        assert view.start(), view.status_label.text
+        _pump(dc, runner)
+        assert runner.state == "finished" and runner.error is None, (runner.state, runner.error)
+        res = runner.result
+        assert len(res.measurements) == 10
+        atoms_nm = twin.sample.xy_A / 10.0
+        d = [float(np.min(np.hypot(*(atoms_nm - np.asarray(m.xy_nm)).T))) for m in res.measurements]
+        assert max(d) < 0.04, d  # on a column (graphene bond 0.142 nm)
+        # the predicted map fills each column's Voronoi cell
+        pm = runner.predicted_item.xdata.data
+        assert pm.shape == (96, 96) and np.all(np.isfinite(pm)) and len(np.unique(pm)) > 10
+        si = atoms_nm[twin.sample.species == "Si"]
+        d_si = float(np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T)))
+        print(f"{len(res.candidates_xy_nm)} columns found; spectra within {max(d) * 1000:.0f} pm of a column; "
+              f"best point {d_si:.3f} nm from the Si")
     finally:
         ext.close()
