@@ -184,15 +184,23 @@ def diverse_seeds(features: np.ndarray, n: int, *, exclude: np.ndarray | None = 
     n = int(min(n, int((~excl).sum())))
     if n <= 0:
         return np.zeros(0, int)
-    Xc = X - X.mean(0)
+    mu = X.mean(0)
     k = int(max(1, min(n_components, N - 1, X.shape[1])))
-    U, S, _ = np.linalg.svd(Xc, full_matrices=False)
-    Z = U[:, :k] * S[:k]
-    white = U[:, :k] * np.sqrt(max(N - 1, 1))
-    if excl.any():
-        d = np.min(np.linalg.norm(Z[:, None, :] - Z[excl][None, :, :], axis=2), axis=1)
+    # principal axes from at most 20000 rows (the projection of all rows is cheap)
+    fit_rows = X if N <= 20000 else X[np.random.default_rng(0).choice(N, 20000, replace=False)]
+    F = fit_rows - mu
+    if F.shape[1] <= F.shape[0]:  # d x d covariance: cheaper and steadier than an SVD of the rows
+        w, V = np.linalg.eigh(F.T @ F / max(len(F) - 1, 1))
+        order = np.argsort(w)[::-1][:k]
+        axes, sd = V[:, order].T, np.sqrt(np.maximum(w[order], 0.0))
     else:
-        d = np.full(N, np.inf)
+        _, S, Vt = np.linalg.svd(F, full_matrices=False)
+        axes, sd = Vt[:k], S[:k] / np.sqrt(max(len(F) - 1, 1))
+    Z = (X - mu) @ axes.T
+    white = Z / np.where(sd > 1e-12, sd, 1.0)
+    d = np.full(N, np.inf)
+    for j in np.flatnonzero(excl):  # distance to the nearest already-measured candidate
+        d = np.minimum(d, np.linalg.norm(Z - Z[j], axis=1))
     picks: list[int] = []
     novelty = np.sum(white ** 2, 1)
     for _ in range(n):
