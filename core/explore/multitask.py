@@ -103,6 +103,11 @@ class _MultiTaskBase:
         self.y_std_ = sd if sd > 1e-12 else 1.0
         return X, (y - self.y_mean_) / self.y_std_, t
 
+    def _tasks_and_rank(self, t: np.ndarray) -> tuple[int, int]:
+        """(number of tasks, rank of the task covariance): as set, else from the task indices."""
+        num_tasks = self.num_tasks if self.num_tasks is not None else int(t.max()) + 1
+        return num_tasks, (self.rank if self.rank is not None else max(1, num_tasks - 1))
+
     def _require_fit(self) -> None:
         if self._model is None or self.params_ is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(X, y, task) first")
@@ -185,8 +190,7 @@ class MultiTaskGPRegressor(_MultiTaskBase):
 
         X, yn, t = self._check_fit_data(X, y, task)
         d = X.shape[1]
-        num_tasks = self.num_tasks if self.num_tasks is not None else int(t.max()) + 1
-        rank = self.rank if self.rank is not None else max(1, num_tasks - 1)
+        num_tasks, rank = self._tasks_and_rank(t)
 
         model = gpax.MultiTaskGP(d, self.kernel, num_latents=self.num_latents, shared_input_space=False,
                                  num_tasks=num_tasks, rank=rank)
@@ -310,8 +314,7 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
 
         X, yn, t = self._check_fit_data(X, y, task)
         d = X.shape[1]
-        num_tasks = self.num_tasks if self.num_tasks is not None else int(t.max()) + 1
-        rank = self.rank if self.rank is not None else max(1, num_tasks - 1)
+        num_tasks, rank = self._tasks_and_rank(t)
 
         model = gpax.viMTDKL(d, self.z_dim, self.kernel, num_latents=self.num_latents,
                              shared_input_space=False, num_tasks=num_tasks, rank=rank, nn=self.nn)
