@@ -14,7 +14,7 @@ from .scale import ModelScale, choose_scale, resample
 from .table import AtomTable
 from .training import d4, default_device, train_unet
 from .training_data import column_mask, normalize_image
-from .unet import UNet
+from .unet import UNet, seeded_unet
 
 _TILE_PX = 768
 _OVERLAP_PX = 48
@@ -24,7 +24,7 @@ class AtomFinder:
     """Find atomic columns with a U-Net (scikit-learn shape: ``fit``, ``predict``, ``save``, ``load``).
 
     Args:
-        model: the network (default: a fresh ``UNet(base=8, depth=3)``).
+        model: the network (default: a fresh ``UNet(base=8, depth=3)``, weights drawn with seed 0).
         threshold: probability above which a pixel belongs to a column.
         refine: sub-pixel refinement on the original image: ``"com"``, ``"gaussian"`` or ``None``.
         device: torch device (default: CUDA when present, else CPU).
@@ -36,7 +36,7 @@ class AtomFinder:
 
     def __init__(self, model: UNet | None = None, *, threshold: float = 0.5, refine: str | None = "com",
                  device: str | torch.device | None = None) -> None:
-        self.model = model if model is not None else UNet(base=8, depth=3)
+        self.model = model if model is not None else seeded_unet(0, base=8, depth=3)
         self.model.eval()
         self.threshold = float(threshold)
         self.refine = refine
@@ -185,7 +185,9 @@ class AtomFinder:
 
         Without ``xy`` the frame is labelled by the generic finder (or the classical finder if
         no generic weights are installed). Training starts from the generic weights unless
-        ``start_from_generic=False``.
+        ``start_from_generic=False``; then from a fresh network whose weights ``seed`` draws, so
+        that the result depends on ``seed`` (and on torch's thread count, in the last bits of the
+        arithmetic), never on what ran before.
         """
         img = as_image(frame)
         finder = None
@@ -201,8 +203,8 @@ class AtomFinder:
                 from .classical import find_peaks_classical
 
                 xy, _ = find_peaks_classical(img)
-        if finder is None:
-            finder = cls(**kwargs)
+        if finder is None:  # a fresh network, its initial weights drawn from ``seed``
+            finder = cls(seeded_unet(seed, base=8, depth=3), **kwargs)
         return finder.fit([img], [xy], steps=steps, seed=seed, progress=progress, should_stop=should_stop)
 
 

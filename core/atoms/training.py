@@ -52,7 +52,8 @@ def train_unet(
         make_batch: returns a batch (images, targets) given a Generator.
         steps: optimiser steps.
         learning_rate: initial learning rate.
-        seed: seeds numpy and torch for reproducible training.
+        seed: seeds the batches (numpy) and torch, for reproducible training; torch's global
+            random state is the same afterwards as before (a forked generator is seeded).
         device: ``None`` picks CUDA when present, else the CPU.
         progress: show a progress bar with the running loss.
         should_stop: called every step; return True to cancel (the model keeps what it learnt).
@@ -62,9 +63,17 @@ def train_unet(
     """
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
     dev = torch.device(device) if device is not None else default_device()
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        return _train(model, make_batch, np.random.default_rng(seed), dev, steps, learning_rate, progress,
+                      should_stop, description)
+
+
+def _train(model: UNet, make_batch: Callable[[np.random.Generator], Batch], rng: np.random.Generator,
+           dev: torch.device, steps: int, learning_rate: float, progress: bool,
+           should_stop: Callable[[], bool] | None, description: str) -> list[float]:
     model.to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=steps, pct_start=0.1)

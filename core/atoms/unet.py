@@ -49,6 +49,16 @@ class UNet(nn.Module):
         return self.head(x)[..., :h, :w]
 
 
+def seeded_unet(seed: int = 0, **arch: int) -> UNet:
+    """A fresh :class:`UNet` whose initial weights depend on ``seed`` only: drawn from a generator
+    seeded here, not from torch's global one (whose state depends on whatever ran before; that
+    made training from one frame depend on test order), and torch's global state is left as it
+    was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return UNet(**arch)
+
+
 def fuse_batchnorm(model: UNet) -> UNet:
     """An inference copy of ``model`` with every BatchNorm folded into the preceding convolution."""
     import copy

@@ -1,14 +1,25 @@
 """Live atom finding: a Swift computation that finds the columns of every completed scan frame.
 
 A live scan writes its data item on every partial frame; partial frames (``valid_rows`` below
-the frame height) are skipped. Each completed frame is taken the moment it is written and
-analysed (find, classify, draw the columns into an RGB overlay) in a worker thread of its own
+the frame height) are skipped. Each completed frame is taken the moment the device completes it
+and analysed (find, classify, draw the columns into an RGB overlay) in a worker thread of its own
 (:class:`LiveSource`); the result goes into the computation's result data item on the UI thread,
 which does no more than store it, so the UI is never blocked by the model.
+
+A live data item's pixels are not a snapshot (nionswift-instrumentation 23.6, nionswift 16.16):
+the hardware source's data channel writes the next frame's first partial rows *in place* into
+the array the data item holds for the frame just completed, before the data item's metadata says
+so. A copy taken from the data item some time after the frame completed (a computation's
+``execute`` runs later, on a thread of its own) can hold the top of frame N+1 under frame N's
+metadata. So frames of a playing device are taken from the hardware source's
+``data_channel_updated_event`` on the acquisition thread (what instrumentation's own
+``ViewTaskBuffer`` does), where the completed frame cannot change while it is copied, and a frame
+is known by its scan id and frame index, never by its pixels (see :func:`_frame_id`).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -114,16 +125,33 @@ def analyse_frame(xdata: typing.Any, source_key: typing.Any = None) -> dict:
 
 
 def _frame_id(xdata: typing.Any) -> tuple:
-    md = (getattr(xdata, "metadata", None) or {}).get("hardware_source", {})
+    """A frame's identity. A device's frame is its hardware source, channel, scan id and frame
+    index (instrumentation gives every frame of a continuous scan a scan id of its own; a camera
+    frame without one adds its timestamp): the same frame read twice is the same frame even if
+    its pixels were overwritten in between. Any other image is its timestamp, shape and pixels."""
+    md = getattr(xdata, "metadata", None) or {}
+    hw = md.get("hardware_source") or {}
+    shape = tuple(getattr(xdata, "data_shape", None) or np.shape(xdata.data))
+    if hw.get("frame_index") is not None:
+        scan_id = (md.get("scan") or {}).get("scan_id")
+        return ("device", hw.get("hardware_source_id"), hw.get("channel_id"), scan_id, hw.get("frame_index"),
+                shape, None if scan_id else str(getattr(xdata, "timestamp", "")))
     data = np.asarray(xdata.data)
-    sample = data.reshape(-1)[:: max(1, data.size // 4096)]  # a few thousand pixels identify a frame
-    return (str(getattr(xdata, "timestamp", "")), md.get("frame_index"), data.shape, hash(sample.tobytes()))
+    sample = data.reshape(-1)[:: max(1, data.size // 4096)]  # a few thousand pixels identify an image
+    return ("image", str(getattr(xdata, "timestamp", "")), shape, hash(sample.tobytes()))
 
 
 class LiveSource:
     """The live analysis of one source data item: catches every completed frame the moment it is
-    written (the data item's ``data_changed_event``), analyses the newest one in its own worker
-    thread and hands the result to Swift's UI thread, which stores it in the computation's result.
+    complete, analyses the newest one in its own worker thread and hands the result to Swift's UI
+    thread, which stores it in the computation's result.
+
+    Frames come from the hardware source that feeds the data item while it plays (its
+    ``data_channel_updated_event``, state ``"complete"``, copied on the acquisition thread; see
+    the module's notes on why the data item's own pixels are not read then), and from the data
+    item (its ``data_changed_event`` and the computation's ``execute``) otherwise: a static image,
+    or the last frame of a stopped scan. Every frame is analysed at most once (``analysed`` keeps
+    the identities of the recent ones).
 
     Why not inside the computation's ``execute``: Swift waits 0.1 s after every run of a
     computation (``DocumentModel.run_computation``), and while it waits a live scan may already
@@ -145,19 +173,74 @@ class LiveSource:
         self.submitted: set[tuple] = set()
         self.thread: threading.Thread | None = None
         self.done = self.dropped = 0
+        self.analysed: collections.deque[tuple] = collections.deque(maxlen=1000)  # frame ids, oldest first
         self.closed = False
         self._analysing = False
+        self.hardware_source: typing.Any = None
+        self.hardware_source_listener: typing.Any = None
         self.listener = data_item.data_changed_event.listen(self._data_changed)
+        try:
+            self._listen_to_hardware_source()
+        except Exception:  # noqa: BLE001  (no device: the data item's frames are used)
+            log.exception("atomsmith live: following the data item's hardware source")
 
+    # ------------------------------------------------------------------ frames from the device
+    def _listen_to_hardware_source(self) -> None:
+        """Listen to the hardware source whose frames the data item shows, if it has one."""
+        xdata = self.data_item.xdata
+        hw = ((getattr(xdata, "metadata", None) or {}).get("hardware_source") or {}) if xdata is not None else {}
+        hs_id = hw.get("hardware_source_id")
+        if not hs_id:
+            return
+        from nion.instrumentation import HardwareSource
+
+        hs = HardwareSource.HardwareSourceManager().get_hardware_source_for_hardware_source_id(hs_id)
+        event = getattr(hs, "data_channel_updated_event", None)
+        if event is None:
+            return
+        self.hardware_source = hs
+        self.hardware_source_listener = event.listen(self._device_data)
+
+    def _device_data(self, args: typing.Any, xdata: typing.Any) -> None:
+        """Acquisition thread: a data channel of the hardware source was updated. A completed frame
+        of the channel shown by this data item is copied now, before the device writes the next."""
+        try:
+            if self.closed or getattr(args, "state", None) != "complete":
+                return
+            reference = _document_model().get_data_item_channel_reference(
+                self.hardware_source.hardware_source_id, args.data_channel_id)
+            if reference.data_item is not self.data_item:
+                return
+            self.submit(xdata, from_device=True)
+        except Exception:  # noqa: BLE001  (never disturb the acquisition)
+            log.exception("atomsmith live: reading a frame")
+
+    def _device_delivers(self, xdata: typing.Any) -> bool:
+        """Whether the hardware source delivers this data item's frame itself (it is playing and
+        the frame is one of its own): then the data item's pixels, which the device overwrites
+        in place, are not read."""
+        hs = self.hardware_source
+        if hs is None or self.hardware_source_listener is None or not getattr(hs, "is_playing", False):
+            return False
+        hw = (getattr(xdata, "metadata", None) or {}).get("hardware_source") or {}
+        return hw.get("hardware_source_id") == hs.hardware_source_id
+
+    # ------------------------------------------------------------------ frames from the data item
     def _data_changed(self, *args: typing.Any) -> None:
         try:
             self.submit(self.data_item.xdata)
         except Exception:  # noqa: BLE001  (never disturb the acquisition)
             log.exception("atomsmith live: reading a frame")
 
-    def submit(self, xdata: typing.Any) -> bool:
-        """Queue a frame if it is complete and new; returns whether it was queued."""
+    def submit(self, xdata: typing.Any, *, from_device: bool = False) -> bool:
+        """Queue a frame if it is complete and new; returns whether it was queued.
+
+        ``from_device``: the frame comes straight from the hardware source (acquisition thread);
+        otherwise it was read from the data item, and a frame of a playing hardware source that
+        delivers its frames itself is left to it."""
         if self.closed or xdata is None or is_partial_frame(xdata):
+            return False
+        if not from_device and self._device_delivers(xdata):
             return False
         fid = _frame_id(xdata)
         with self.cond:
@@ -170,7 +253,7 @@ class LiveSource:
 
             frame = DataAndMetadata.new_data_and_metadata(
                 np.array(xdata.data, copy=True), dimensional_calibrations=list(xdata.dimensional_calibrations),
-                metadata=dict(xdata.metadata or {}))
+                metadata=dict(xdata.metadata or {}), timestamp=getattr(xdata, "timestamp", None))
             if self.pending is not None:
                 self.dropped += 1
             self.pending = frame
@@ -200,6 +283,7 @@ class LiveSource:
                 self.close()
                 return
             try:
+                self.analysed.append(_frame_id(frame))
                 result = self.analyse(frame)
                 self.done += 1
                 _call_on_ui_thread(self.computation, lambda r=result: self._deliver(r))
@@ -250,6 +334,9 @@ class LiveSource:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        if self.hardware_source_listener is not None:
+            self.hardware_source_listener.close()
+            self.hardware_source_listener = None
         with self.cond:
             self.pending = None
             self.cond.notify_all()

@@ -48,6 +48,28 @@ def test_single_frame_training_generalises_to_the_next_frame(tmp_path):
     np.testing.assert_allclose(again.predict(b.image).xy, finder.predict(b.image).xy)
 
 
+def test_training_depends_on_its_seed_not_on_what_ran_before():
+    """A fresh network's weights are drawn from the seed (not from torch's global generator,
+    whose state depends on the tests that ran before), and training leaves torch's global
+    generator and thread count as they were."""
+    import torch
+
+    a = _mos2(0, 17.0, size=64)
+    xy = a.truth.xy[a.truth.occupied]
+
+    def weights(disturb):
+        if disturb is not None:
+            torch.manual_seed(disturb)
+            torch.rand(100)
+        state, threads = torch.get_rng_state().clone(), torch.get_num_threads()
+        f = AtomFinder.from_single_frame(a.image, xy, steps=3, start_from_generic=False, progress=False)
+        assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
+        return torch.cat([v.flatten().float() for v in f.model.state_dict().values()])
+
+    w = weights(None)
+    assert torch.equal(w, weights(7)) and torch.equal(w, weights(11))
+
+
 def test_cancel_stops_training():
     a = _mos2(0, 17.0, size=96)
     calls = []
