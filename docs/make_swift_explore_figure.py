@@ -30,10 +30,9 @@ def main(seed: int = 3) -> None:
     from nion.swift import Facade
     from nion.swift.model import PlugInManager
     from nion.swift.test import TestContext
-    from nion.utils import Geometry
 
     from nionswift_plugin.atomsmith.extension import AtomsmithExtension
-    from nionswift_plugin.atomsmith.swift_twin import twin_test_context
+    from nionswift_plugin.atomsmith.swift_twin import record_frame, twin_test_context
 
     out = ROOT / "docs" / "img" / "swift_automated_experiment.png"
     tmp = Path(tempfile.mkdtemp())
@@ -48,14 +47,7 @@ def main(seed: int = 3) -> None:
         runner = ext.handlers["automated_experiment"]
         runner.instrument_kwargs = {"time_scale": 0.1, "field_nm": twin.field_nm}
         # the survey: 96 x 96 px over 2 nm, taken by Swift's scan of the twin (the scan context)
-        hs = ctx.scan_hardware_source
-        fp = hs.get_current_frame_parameters()
-        fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(96, 96), 2.0, 8.0
-        fp.center_nm = Geometry.FloatPoint(y=0.0, x=0.0)
-        hs.set_current_frame_parameters(fp)
-        ctx.instrument.SetVal("C_Blank", 0.0)
-        xd = hs.record_immediate(fp)[0]
-        ctx.instrument.SetVal("C_Blank", 1.0)
+        xd = record_frame(ctx, 96, 2.0, 8.0)
         di = api.library.create_data_item_from_data_and_metadata(xd, "survey")
         panel = dc.workspace_controller.display_panels[0]
         panel.set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(di._data_item))

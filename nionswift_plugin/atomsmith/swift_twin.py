@@ -616,3 +616,21 @@ def twin_test_context(configuration_location: typing.Any = None, *, is_app: bool
     ctx = AcquisitionTestContext.AcquisitionTestContext(cfg, is_app=is_app)
     ctx.handles = cfg.handles
     return ctx
+
+
+def record_frame(ctx: typing.Any, size_px: int, fov_nm: float, dwell_us: float = 8.0) -> typing.Any:
+    """One frame from the context's scan device (``size_px`` square, ``fov_nm`` wide, centred on
+    the field), beam unblanked only for the frame; it becomes Swift's scan context. Returns the
+    first channel's ``DataAndMetadata`` (calibrated in nm)."""
+    from nion.utils import Geometry
+
+    hs = ctx.scan_hardware_source
+    fp = hs.get_current_frame_parameters()
+    fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(int(size_px), int(size_px)), float(fov_nm), float(dwell_us)
+    fp.center_nm = Geometry.FloatPoint(y=0.0, x=0.0)
+    hs.set_current_frame_parameters(fp)
+    ctx.instrument.SetVal("C_Blank", 0.0)
+    try:
+        return hs.record_immediate(fp)[0]
+    finally:
+        ctx.instrument.SetVal("C_Blank", 1.0)

@@ -26,19 +26,12 @@ SURVEY_PX, SURVEY_FOV_NM = 40, 2.0  # 0.05 nm per pixel, centred on the twin's f
 
 def _survey(ctx, ext, px=SURVEY_PX):
     """A survey taken by Swift's scan of the twin (it becomes Swift's scan context), shown and selected."""
-    from nion.utils import Geometry
+    from nionswift_plugin.atomsmith.swift_twin import record_frame
 
-    hs, dc, api = ctx.scan_hardware_source, ctx.document_controller, ext.api
-    fp = hs.get_current_frame_parameters()
-    fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(px, px), SURVEY_FOV_NM, 8.0
-    fp.center_nm = Geometry.FloatPoint(y=0.0, x=0.0)
-    hs.set_current_frame_parameters(fp)
-    ctx.instrument.SetVal("C_Blank", 0.0)
-    xd = hs.record_immediate(fp)[0]
-    ctx.instrument.SetVal("C_Blank", 1.0)
-    di = api.library.create_data_item_from_data_and_metadata(xd, "survey")
-    _select(dc, di)
-    return di, api.application.document_windows[0]
+    xd = record_frame(ctx, px, SURVEY_FOV_NM, 8.0)
+    di = ext.api.library.create_data_item_from_data_and_metadata(xd, "survey")
+    _select(ctx.document_controller, di)
+    return di, ext.api.application.document_windows[0]
 
 
 def _select(dc, di):

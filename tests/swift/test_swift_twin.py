@@ -241,10 +241,10 @@ def test_move_dopant_menu_on_the_twins_swift_scan(twin_swift, tmp_path, monkeypa
     twin's scan device from the frame's metadata; positions come from point graphics in Swift's
     calibrated coordinates; every sub-scan lands in the library; the beam ends blanked."""
     from nion.swift.model import PlugInManager
-    from nion.utils import Geometry
 
     from atomsmith.manipulate import plan_path
     from nionswift_plugin.atomsmith.extension import AtomsmithExtension
+    from nionswift_plugin.atomsmith.swift_twin import record_frame
 
     monkeypatch.setenv("ATOMSMITH_DATA", str(tmp_path))
     ctx = twin_swift(seed=4, beam_current_pA=200.0, time_scale=20.0)
@@ -252,13 +252,7 @@ def test_move_dopant_menu_on_the_twins_swift_scan(twin_swift, tmp_path, monkeypa
     ext = AtomsmithExtension(PlugInManager.APIBroker())
     try:
         api, dc = ext.api, ctx.document_controller
-        fp = hs.get_current_frame_parameters()  # Swift's own frame: 150 px over 3 nm at the field centre
-        fp.pixel_size, fp.fov_nm, fp.pixel_time_us = Geometry.IntSize(150, 150), 3.0, 16.0
-        fp.center_nm = Geometry.FloatPoint(y=0.0, x=0.0)
-        hs.set_current_frame_parameters(fp)
-        ctx.instrument.SetVal("C_Blank", 0.0)
-        xd = hs.record_immediate(fp)[0]
-        ctx.instrument.SetVal("C_Blank", 1.0)
+        xd = record_frame(ctx, 150, 3.0, 16.0)  # Swift's own frame: 150 px over 3 nm at the field centre
         assert xd.metadata["hardware_source"]["hardware_source_id"] == "atomsmith_twin_scan"
         di = api.library.create_data_item_from_data_and_metadata(xd, "HAADF")
         xy = twin.sample.xy_A / 10.0
