@@ -372,6 +372,10 @@ class AutomatedExperiment(_MenuItem):
         self.predicted_item = self.api.library.create_data_item_from_data_and_metadata(
             xdata_of(np.zeros(shape, np.float32), {"n_points": 0, "log_dir": str(run_dir)}), title)
         predicted_item = self.predicted_item
+        try:  # shown in the window's result panel, as Swift shows processing results (if one is set)
+            window.display_data_item(predicted_item)
+        except Exception:  # noqa: BLE001
+            log.debug("atomsmith: no result panel for the predicted map")
         survey_item = di
         lock = threading.Lock()
         latest: dict[str, typing.Any] = {}
