@@ -1,7 +1,8 @@
 """``atomsmith demo``: the main job on the built-in digital twin, end to end, with a report.
 
 It shows the four kinds of twin data (HAADF images, a movie of hopping defects,
-4D-STEM, EELS) and the twin used as an instrument (moving a Si dopant with the parked probe).
+4D-STEM, EELS), the twin used as an instrument (moving a Si dopant with the parked probe) and an
+automated experiment (deep kernel learning steering EEL spectra to the Si dopants).
 Later capabilities add their sections here.
 """
 
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} exists and is not a folder")
     report = Report(out, "atomsmith demo: the digital twin")
     steps = [("HAADF images", _images), ("atom finding", _atoms), ("movie under the beam", _movie), ("4D-STEM", _fourd),
-             ("EELS spectrum image", _eels), ("the twin as an instrument", _instrument)]
+             ("EELS spectrum image", _eels), ("the twin as an instrument", _instrument),
+             ("automated experiment", _explore)]
     t0 = time.perf_counter()
     bar = tqdm(steps, desc="atomsmith demo", disable=args.no_progress)
     for name, step in bar:
@@ -370,4 +372,94 @@ def _instrument(report: Report, args) -> None:
         f"{moved} (Si-C swap cross-section 0.1 barn); the probe is then blanked and the area rescanned. "
         f"Total electrons delivered: {ins.total_electrons:.3g}.",
         [(fig, "instrument", "Scan, park on a C neighbour of the Si, rescan; the dose map")],
+    )
+
+
+def _explore(report: Report, args) -> None:
+    import tempfile
+
+    heading = "Automated experiment"
+    try:
+        from ..explore import ActiveLearner, EdgeIntegral
+    except ImportError as exc:  # pragma: no cover - the explore extra is optional
+        report.add(heading, f"Skipped: the surrogates need JAX ({exc}); `pip install \".[explore]\"` and run again.")
+        return
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        report.add(heading, "Skipped: the surrogates need JAX and gpax; `pip install \".[explore]\"` and run again.")
+        return
+    from ..instrument import SimulatedInstrument
+    from ..plot import _figure
+    from ..simulate import build_crystal, substitute
+
+    budget = 20 if args.quick else 30
+    crystal = substitute(build_crystal("graphene", (30.0, 30.0)), "Si", 3, min_separation_A=5.0, edge_margin_A=4.0,
+                         seed=args.seed + 1)
+    runs = {}
+    for model in ("dkl", "random"):
+        ins = SimulatedInstrument(crystal, field_nm=(3.0, 3.0), swap_cross_sections_barn={}, seed=args.seed)
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as d:
+            res = ActiveLearner(ins, EdgeIntegral("Si"), Path(d) / "run", budget=budget, model=model,
+                                survey_shape_px=(128, 128), survey_fov_nm=2.9, dwell_us=4.0, candidates="atoms",
+                                patch_px=12, n_seed=5, exposure_ms=20.0, seed=args.seed).run()
+        runs[model] = (res, time.perf_counter() - t, ins)
+    res, dt, ins = runs["dkl"]
+    si = ins.sample.xy_A[ins.sample.species == "Si"] / 10.0
+    cand = res.candidates_xy_nm
+    on_si = np.min(np.hypot(*(cand[:, None] - si[None]).transpose(2, 0, 1)), axis=1) < 0.05
+
+    def first(r) -> str:
+        hit = np.flatnonzero(on_si[r.indices])
+        return str(hit[0] + 1) if len(hit) else f"> {budget}"
+
+    rnd = runs["random"][0]
+    px = 2.9 / 128
+    origin = np.asarray(ins.field_nm) / 2 - 2.9 / 2
+    pts = (np.array([m.xy_nm for m in res.measurements]) - origin) / px
+    mean, _ = res.learning.predict()
+    fig, ax = _figure(1, 3, (4.2, 4.0))
+    ax[0, 0].imshow(res.survey_image, cmap="gray")
+    sc = ax[0, 0].scatter(pts[:, 0], pts[:, 1], c=res.values, cmap="viridis", s=28, edgecolors="w", linewidths=0.5)
+    for i, (x, y) in enumerate(pts[:10]):
+        ax[0, 0].annotate(str(i + 1), (x, y), color="yellow", fontsize=7, xytext=(3, 3), textcoords="offset points")
+    sp = (si - origin) / px
+    ax[0, 0].scatter(sp[:, 0], sp[:, 1], marker="s", s=130, facecolors="none", edgecolors="r", label="Si (truth)")
+    ax[0, 0].legend(fontsize=7, loc="lower right")
+    ax[0, 0].set_title(f"survey and the {len(pts)} spectra (first 10 numbered)", fontsize=9)
+    ax[0, 0].set_xlabel("x (px)")
+    fig.colorbar(sc, ax=ax[0, 0], shrink=0.8, label="Si L2,3 counts")
+    cp = (cand - origin) / px
+    s2 = ax[0, 1].scatter(cp[:, 0], cp[:, 1], c=mean, cmap="magma", s=14)
+    ax[0, 1].set_xlim(0, 128)
+    ax[0, 1].set_ylim(128, 0)
+    ax[0, 1].set_aspect("equal")
+    ax[0, 1].set_title(f"predicted criterion at the {len(cand)} columns", fontsize=9)
+    ax[0, 1].set_xlabel("x (px)")
+    fig.colorbar(s2, ax=ax[0, 1], shrink=0.8)
+    for r, label in [(res, "DKL"), (rnd, "random order")]:
+        n = np.arange(1, len(r.values) + 1)
+        ax[0, 2].plot(n, np.cumsum(on_si[r.indices]), "o-", ms=3, label=label)
+    ax[0, 2].axvline(5.5, color="gray", ls=":", label="end of the seed points")
+    ax[0, 2].set_xlabel("spectrum number")
+    ax[0, 2].set_ylabel("Si columns measured")
+    ax[0, 2].legend(fontsize=8)
+    table = [["", "DKL (diverse seeds)", "random order"],
+             ["first spectrum on a Si column", first(res), first(rnd)],
+             [f"Si columns measured (of {int(on_si.sum())})", str(int(on_si[res.indices].sum())),
+              str(int(on_si[rnd.indices].sum()))],
+             ["best Si L2,3 counts", f"{np.nanmax(res.values):.0f}", f"{np.nanmax(rnd.values):.0f}"],
+             ["run time (s)", f"{dt:.1f}", f"{runs['random'][1]:.1f}"]]
+    report.add(
+        heading,
+        f"atomsmith.explore.ActiveLearner on SimulatedInstrument: graphene 3 x 3 nm with 3 Si. A 128 px survey "
+        f"(4 µs/px); candidates = the {len(cand)} columns find_atoms sees; features = 12 px patches; criterion = "
+        f"EdgeIntegral('Si'), the background-subtracted Si L2,3 edge integral of a 20 ms spectrum; {budget} "
+        f"spectra. The first 5 are diverse seed points (the most unusual patches), then deep kernel learning with "
+        f"UCB picks each next column. Every spectrum is stored as it arrives and the beam ends blanked. In "
+        f"Nion Swift the same loop runs from the Atomsmith Automated Experiment panel.",
+        [(fig, "explore", "Automated experiment: where the spectra went, the predicted map, Si columns found vs "
+                          "random order")],
+        table=table,
     )

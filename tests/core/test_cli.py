@@ -71,6 +71,11 @@ def test_demo_writes_report(tmp_path):
         assert (out / name).stat().st_size > 500, name
     md = (out / "report.md").read_text()
     assert "![" in md and "4D-STEM" in md and "EELS" in md
+    # the automated experiment: DKL measures a Si column within its 20 spectra (the explore extra is
+    # part of the test install)
+    assert (out / "explore.png").stat().st_size > 500
+    row = next(line for line in md.splitlines() if line.startswith("| first spectrum on a Si column"))
+    assert int(row.split("|")[2]) <= 20, row
 
 
 def test_simulate_4d_and_eels(tmp_path):
