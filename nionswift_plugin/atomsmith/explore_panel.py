@@ -8,7 +8,8 @@ Experiment). Its fields:
   selected display panel; ``Refresh`` re-reads the library);
 * **Criterion**: ``Si`` (the Si edge integral), ``N/C`` (an edge ratio) or ``280-300`` (counts in a
   window, eV), with the edge **width** in eV;
-* **Budget** (spectra, seeds included), **Candidates** (``pixels`` every ``stride`` pixels, or
+* **Budget** (spectra, seeds included; optionally a **time** limit in s and a **peak dose** in
+  e/Å² on the instrument's dose map: the run stops at whichever comes first), **Candidates** (``pixels`` every ``stride`` pixels, or
   ``atoms``: the columns found in the survey), **Model** (``dkl``, ``gp``), **Acquisition**
   (``ucb``, ``ei``, ``ue``), **Seeds** (random points first) and **Exposure** (ms);
 * **Run folder**: where the run is stored; filled in when a run starts; **Resume** continues the
@@ -83,10 +84,14 @@ class AutomatedExperimentView:
             self.width_edit)
         row(ui.create_label_widget('e.g. "Si" (edge), "N/C" (ratio), "280-300" (eV window)'))
         self.budget_edit = edit("50")
+        self.time_edit = edit("")
+        self.dose_edit = edit("")
+        row(ui.create_label_widget("Budget (spectra)"), self.budget_edit, ui.create_label_widget("time (s)"),
+            self.time_edit, ui.create_label_widget("peak dose (e/Å²)"), self.dose_edit)
         self.candidates_combo = ui.create_combo_box_widget(["pixels", "atoms"])
         self.stride_edit = edit("1")
-        row(ui.create_label_widget("Budget (spectra)"), self.budget_edit, ui.create_label_widget("Candidates"),
-            self.candidates_combo, ui.create_label_widget("stride (px)"), self.stride_edit)
+        row(ui.create_label_widget("Candidates"), self.candidates_combo, ui.create_label_widget("stride (px)"),
+            self.stride_edit)
         self.model_combo = ui.create_combo_box_widget(["dkl", "gp"])
         self.acquisition_combo = ui.create_combo_box_widget(["ucb", "ei", "ue"])
         self.seeds_edit = edit("5")
@@ -167,7 +172,13 @@ class AutomatedExperimentView:
         except ValueError as exc:
             raise ValueError(f"the criterion {text!r}: {exc}") from None
         r.criterion, r.edge_width_eV = text, width
-        r.budget = _parse(self.budget_edit.text, int, "the budget (spectra)", 2)
+        from atomsmith.explore import Budget
+
+        points = _parse(self.budget_edit.text, int, "the budget (spectra)", 2)
+        time_s = self._optional(self.time_edit, "the time limit (s)")
+        dose = self._optional(self.dose_edit, "the peak dose (e/Å²)")
+        r.budget = points if time_s is None and dose is None else Budget(points=points, time_s=time_s,
+                                                                           dose_e_per_A2=dose)
         r.candidates = str(self.candidates_combo.current_item or "pixels")
         r.learner_kwargs = {
             "model": str(self.model_combo.current_item or "dkl"),
@@ -176,6 +187,12 @@ class AutomatedExperimentView:
             "exposure_ms": _parse(self.exposure_edit.text, float, "the exposure (ms)", 1e-6),
             "stride_px": _parse(self.stride_edit.text, int, "the stride (px)", 1),
         }
+
+    @staticmethod
+    def _optional(field: typing.Any, name: str) -> float | None:
+        """A positive number from ``field``, or None when it is blank."""
+        text = str(field.text or "").strip()
+        return None if not text else _parse(text, float, name, 1e-9)
 
     def _run(self, resume_dir: str | None) -> bool:
         if self.runner.running:

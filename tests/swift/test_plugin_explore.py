@@ -262,6 +262,7 @@ def test_the_panel_refuses_bad_fields_before_touching_the_beam(twin_swift):
         di, win = _survey(ctx, ext)
         view = _panel_view(ext, win)
         for field, text, message in [(view.budget_edit, "many", "budget"), (view.budget_edit, "1", "budget"),
+                                     (view.time_edit, "soon", "time limit"), (view.dose_edit, "-1", "peak dose"),
                                      (view.criterion_edit, "Xq", "criterion"),
                                      (view.width_edit, "-5", "edge width"), (view.stride_edit, "0", "stride")]:
             old = field.text
@@ -303,5 +304,23 @@ def test_the_panel_probes_the_atomic_columns_found_in_the_survey(twin_swift):
         d_si = float(np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T)))
         print(f"{len(res.candidates_xy_nm)} columns found; spectra within {max(d) * 1000:.0f} pm of a column; "
               f"best point {d_si:.3f} nm from the Si")
+    finally:
+        ext.close()
+
+
+def test_the_panels_time_limit_ends_the_run(twin_swift):
+    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
+    ext, runner = _extension(ctx, ctx.handles.twin)
+    try:
+        di, win = _survey(ctx, ext)
+        view = _panel_view(ext, win)
+        view.budget_edit.text, view.time_edit.text, view.model_combo.current_index = "1000", "4", 1  # gp
+        assert view.start(), view.status_label.text
+        assert runner.budget.time_s == 4.0 and runner.budget.points == 1000
+        _pump(ctx.document_controller, runner)
+        assert runner.state == "finished" and runner.result.stop_reason == "time", (runner.state, runner.error)
+        n = len(MeasurementLog(runner.run_dir).read())
+        assert 1 <= n < 1000 and view.status_label.text.startswith(f"finished: {n}/1000")
+        assert ctx.instrument.GetVal("C_Blank") == 1.0
     finally:
         ext.close()
