@@ -6,20 +6,23 @@ Every model here learns from square image patches (N, s, s) and follows the same
   standard deviation, so a model sees shapes, not brightness;
 * training runs ``n_init`` times from different seeds (``seed``, ``seed + 1``, ...) and keeps the
   run with the lowest final loss (autoencoders with pose or class latents have local minima);
+  building and training are seeded inside :func:`seeded`, so torch's global RNG is left as it was;
 * each run is Adam over shuffled mini-batches, one tqdm bar per run (``progress=False`` hides
   it); a NaN / inf loss raises :class:`FloatingPointError`;
 * ``save`` writes settings and ``state_dict`` tensors only (``torch.save``) and ``load`` reads
   them back with ``weights_only=True`` (no pickled code).
 
-:class:`PatchModel` holds that machinery; a model supplies ``_build`` (create its modules from a
-seed), ``_modules`` (the modules whose weights are trained and saved), ``_settings`` (the
-constructor arguments to save) and ``_loss`` (the loss of one mini-batch).
+:class:`PatchModel` holds that machinery; a model supplies ``_build`` (create its modules; called
+inside :func:`seeded`), ``_modules`` (the modules whose weights are trained and saved),
+``_settings`` (the constructor arguments to save) and ``_loss`` (the loss of one mini-batch).
+:class:`PoseModel` adds the encoder, pose posterior and spatial decoder shared by the rVAEs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +37,35 @@ M = TypeVar("M", bound="PatchModel")
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"cpu"``, ``"cuda"``, ... as a torch device; None picks the GPU when one is present."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def check_min(name: str, value: Any, lo: int) -> None:
+    """Raise ``ValueError("name=value must be >= lo")`` when ``int(value) < lo``."""
+    if int(value) < lo:
+        raise ValueError(f"{name}={value} must be >= {lo}")
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block with torch's RNG seeded by ``seed`` (the CPU's and, for a CUDA ``device``,
+    that GPU's) and restore torch's global RNG state afterwards (:func:`torch.random.fork_rng`).
+
+    The draws inside are those after ``torch.manual_seed(seed)``."""
+    if device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(seed))
+            yield
+    elif device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.random.fork_rng(devices=[idx]):
+            torch.default_generator.manual_seed(int(seed))
+            with torch.cuda.device(idx):
+                torch.cuda.manual_seed(int(seed))
+            yield
+    else:  # other accelerators: seed them all (their global state is not restored)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            yield
 
 
 def validate_patches(patches: Any, patch_px: int) -> np.ndarray:
@@ -65,11 +97,13 @@ def prepare_patches(patches: Any, patch_px: int, device: torch.device) -> torch.
     return torch.from_numpy(normalise_patches(validate_patches(patches, patch_px))).to(device)
 
 
-def prepare_vectors(values: Any, n_rows: int | None, n_cols: int, name: str,
-                    device: torch.device) -> torch.Tensor:
-    """A (N, n_cols) float32 tensor (conditions, latents), checked for shape and finiteness.
+def validate_vectors(values: Any, n_rows: int | None, n_cols: int, name: str) -> np.ndarray:
+    """``values`` as float32 (N, n_cols) (conditions, latents, spectra), checked for shape, N > 0
+    and finiteness. ``n_rows`` None accepts any N >= 1.
 
-    ``n_rows`` None accepts any N >= 1 (then N = 0 is refused as empty)."""
+    Raises:
+        ValueError: naming ``name`` and the problem.
+    """
     v = np.asarray(values, np.float32)
     want = f"({'N' if n_rows is None else n_rows}, {n_cols})"
     if v.ndim != 2 or v.shape[1] != n_cols or (n_rows is not None and v.shape[0] != n_rows):
@@ -78,7 +112,13 @@ def prepare_vectors(values: Any, n_rows: int | None, n_cols: int, name: str,
         raise ValueError(f"{name} are empty: shape {v.shape}")
     if not np.all(np.isfinite(v)):
         raise ValueError(f"{name} contain NaN / inf")
-    return torch.from_numpy(v).to(device)
+    return v
+
+
+def prepare_vectors(values: Any, n_rows: int | None, n_cols: int, name: str,
+                    device: torch.device) -> torch.Tensor:
+    """:func:`validate_vectors` as a tensor on ``device``."""
+    return torch.from_numpy(validate_vectors(values, n_rows, n_cols, name)).to(device)
 
 
 def pixel_grid(patch_px: int, device: torch.device) -> torch.Tensor:
@@ -117,6 +157,12 @@ def randomly_rotated(xb: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tens
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)) summed over the last axis, mean over the batch (nats)."""
     return 0.5 * (torch.exp(logvar) + mu ** 2 - 1 - logvar).sum(1).mean()
+
+
+def pose_penalty(lv: torch.Tensor) -> torch.Tensor:
+    """The rVAEs' pose term from the log-variances ``lv`` (B, 3 + k): the posterior widths of
+    angle, dx, dy against a variance of 0.1, ``0.5 * sum(var / 0.1 - 1 - log var)``, batch mean."""
+    return 0.5 * (torch.exp(lv)[:, :3] / 0.1 - 1 - lv[:, :3]).sum(1).mean()
 
 
 def train_epochs(loss_fn: Callable[[tuple[torch.Tensor, ...], float], torch.Tensor],
@@ -164,7 +210,7 @@ class PatchModel:
     history: list[float]
 
     # --- supplied by the model
-    def _build(self, seed: int) -> None:
+    def _build(self) -> None:
         raise NotImplementedError
 
     def _modules(self) -> list[nn.Module]:
@@ -177,8 +223,25 @@ class PatchModel:
         raise NotImplementedError
 
     # --- shared
+    def _setup(self, seed: int, device: str | torch.device | None) -> None:
+        """End of ``__init__``: seed, device, modules built from ``seed``, empty history."""
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        with seeded(self.seed, self.device):
+            self._build()
+        self.history = []
+
     def _prepare(self, patches: Any) -> torch.Tensor:
         return prepare_patches(patches, self.patch_px, self.device)
+
+    def _fit_patches(self: M, patches: Any, **train: Any) -> M:
+        """``fit`` of a model that learns from patches alone (``train``: as :meth:`_fit`)."""
+        self._fit((self._prepare(patches),), **train)
+        return self
+
+    def transform(self, *data: Any) -> np.ndarray:
+        """Posterior means, the first output of ``encode(*data)`` (scikit-learn style)."""
+        return self.encode(*data)[0]
 
     def _fit(self, tensors: Sequence[torch.Tensor], *, epochs: int, n_init: int, batch_size: int,
              lr: float, progress: bool) -> None:
@@ -188,11 +251,12 @@ class PatchModel:
                              f"{batch_size}, {lr}")
         best = None
         for run in range(max(1, int(n_init))):
-            self._build(self.seed + run)
-            params = [p for m in self._modules() for p in m.parameters()]
-            hist = train_epochs(self._loss, tensors, params, epochs=int(epochs),
-                                batch_size=int(batch_size), lr=lr, seed=self.seed + run,
-                                desc=self._name, progress=progress)
+            with seeded(self.seed + run, self.device):
+                self._build()
+                params = [p for m in self._modules() for p in m.parameters()]
+                hist = train_epochs(self._loss, tensors, params, epochs=int(epochs),
+                                    batch_size=int(batch_size), lr=lr, seed=self.seed + run,
+                                    desc=self._name, progress=progress)
             if best is None or hist[-1] < best[0]:
                 best = (hist[-1], [{k: v.clone() for k, v in m.state_dict().items()}
                                    for m in self._modules()], hist)
@@ -220,3 +284,57 @@ class PatchModel:
             mod.load_state_dict(st)
         m.history = list(ck.get("history", []))
         return m
+
+
+class PoseModel(PatchModel):
+    """Base of the rVAEs: an encoder to the posterior over ``(angle, dx, dy, z_1..z_k)`` and a
+    spatial decoder on the posed pixel grid (see :mod:`atomsmith.learn.rvae`)."""
+
+    n_latent: int
+    hidden: int
+    max_shift: float
+    beta_pose: float
+    lambda_rot: float
+
+    def _init_pose(self, patch_px: int, n_latent: int, hidden: int, max_shift: float,
+                   beta_pose: float, lambda_rot: float) -> None:
+        """Check and store the settings shared by the rVAEs."""
+        check_min("patch_px", patch_px, 4)
+        check_min("n_latent", n_latent, 0)
+        self.patch_px, self.n_latent, self.hidden = int(patch_px), int(n_latent), int(hidden)
+        self.max_shift, self.beta_pose = float(max_shift), float(beta_pose)
+        self.lambda_rot = float(lambda_rot)
+
+    def _build_encoder(self) -> None:
+        """The encoder trunk, the pose / ``z`` mean head and the log-variance head."""
+        n, h, k = self.patch_px, self.hidden, self.n_latent
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(n * n, h), nn.Tanh(), nn.Linear(h, h),
+                                     nn.Tanh()).to(self.device)
+        self.head = nn.Linear(h, 4 + k).to(self.device)  # (u, v) -> angle, dx, dy, z
+        self.logvar = nn.Linear(h, 3 + k).to(self.device)
+        self.coords = pixel_grid(n, self.device)  # (P, 2) as (x, y)
+
+    def _spatial_decoder(self, n_code: int) -> nn.Module:
+        """MLP from a pixel coordinate (2) and a code (``n_code``) to the pixel value."""
+        h = self.hidden
+        return nn.Sequential(nn.Linear(2 + n_code, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(),
+                             nn.Linear(h, 1)).to(self.device)
+
+    def _pose_posterior(self, h: torch.Tensor) -> torch.Tensor:
+        """Posterior means (B, 3 + k) from the trunk output: angle (``atan2``), bounded shifts, z."""
+        o = self.head(h)
+        angle = torch.atan2(o[:, 0], o[:, 1])
+        return torch.cat([angle[:, None], self.max_shift * torch.tanh(o[:, 2:4]), o[:, 4:]], 1)
+
+    def _spatial_decode(self, lat: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """Flattened patches (B, s * s): the decoder on the grid posed by ``lat[:, :3]``."""
+        rc = pose_coords(self.coords, lat[:, 0], lat[:, 1], lat[:, 2])
+        return self.decoder(torch.cat([rc, code[:, None, :].expand(-1, rc.shape[1], -1)], -1))[..., 0]
+
+    @staticmethod
+    def _consistency(mu: torch.Tensor, mu_r: torch.Tensor,
+                     delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per patch, for a batch rotated by ``delta``: ``1 - cos`` of the angle's miss and half
+        the squared change of ``z``."""
+        return (1 - torch.cos(mu_r[:, 0] - mu[:, 0] - delta),
+                0.5 * ((mu_r[:, 3:] - mu[:, 3:]) ** 2).sum(1))

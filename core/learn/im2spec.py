@@ -37,6 +37,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._common import (
+    check_min,
+    normalise_patches,
+    resolve_device,
+    seeded,
+    validate_patches,
+    validate_vectors,
+)
+
 __all__ = ["Im2Spec", "Spec2Im", "r2_score"]
 
 
@@ -70,28 +79,25 @@ def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return 1.0 - float(np.sum((t - p) ** 2)) / sst
 
 
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 class _PairModel:
-    """Shared machinery: normalisation, training loop, save / load, score."""
+    """Shared machinery: normalisation, training loop, save / load, transform / predict / score.
+
+    A model maps inputs to targets: :class:`Im2Spec` patches to spectra (``_patches_in``),
+    :class:`Spec2Im` spectra to patches."""
+
+    _patches_in = True
 
     def __init__(self, patch_px: int, n_channels: int, n_latent: int, hidden: int, patch_norm: str,
                  augment: bool, seed: int, device: str | None) -> None:
-        if int(patch_px) < 4:
-            raise ValueError(f"patch_px={patch_px} must be >= 4")
-        if int(n_channels) < 1:
-            raise ValueError(f"n_channels={n_channels} must be >= 1")
-        if int(n_latent) < 1:
-            raise ValueError(f"n_latent={n_latent} must be >= 1")
-        if int(hidden) < 1:
-            raise ValueError(f"hidden={hidden} must be >= 1")
+        check_min("patch_px", patch_px, 4)
+        check_min("n_channels", n_channels, 1)
+        check_min("n_latent", n_latent, 1)
+        check_min("hidden", hidden, 1)
         if patch_norm not in ("global", "per_patch"):
             raise ValueError(f"patch_norm={patch_norm!r} must be 'global' or 'per_patch'")
         self.patch_px, self.n_channels, self.n_latent = int(patch_px), int(n_channels), int(n_latent)
         self.hidden, self.patch_norm, self.augment, self.seed = int(hidden), patch_norm, bool(augment), int(seed)
-        self.device = _device(device)
+        self.device = resolve_device(device)
         # normalisation (set by fit): patch mean/std (scalars), spectrum mean/std per channel
         self._pm, self._ps = 0.0, 1.0
         self._sm = np.zeros(self.n_channels, np.float32)
@@ -99,13 +105,15 @@ class _PairModel:
         self.fitted = False
         self.history: list[float] = []
         self.val_history: list[float] = []
-        torch.manual_seed(self.seed)
-        self.encoder, self.decoder = self._build()
-        self.encoder.to(self.device)
-        self.decoder.to(self.device)
+        with seeded(self.seed, self.device):
+            self._reset()
 
     def _build(self) -> tuple[nn.Module, nn.Module]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _reset(self) -> None:
+        """Fresh encoder and decoder on the device (called inside :func:`seeded`)."""
+        self.encoder, self.decoder = (m.to(self.device) for m in self._build())
 
     def _settings(self) -> dict:
         return {"patch_px": self.patch_px, "n_channels": self.n_channels, "n_latent": self.n_latent,
@@ -114,32 +122,23 @@ class _PairModel:
 
     # ------------------------------------------------------------------ checks and scaling
     def _check_patches(self, patches: np.ndarray) -> np.ndarray:
-        x = np.asarray(patches, np.float32)
-        s = self.patch_px
-        if x.ndim != 3 or x.shape[1:] != (s, s):
-            raise ValueError(f"patches must be (N, {s}, {s}); got shape {x.shape}")
-        if len(x) == 0:
-            raise ValueError("patches are empty (N = 0)")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("patches contain NaN / inf")
-        return x
+        return validate_patches(patches, self.patch_px)
 
     def _check_spectra(self, spectra: np.ndarray) -> np.ndarray:
-        y = np.asarray(spectra, np.float32)
-        if y.ndim != 2 or y.shape[1] != self.n_channels:
-            raise ValueError(f"spectra must be (N, {self.n_channels}); got shape {y.shape}")
-        if len(y) == 0:
-            raise ValueError("spectra are empty (N = 0)")
-        if not np.all(np.isfinite(y)):
-            raise ValueError("spectra contain NaN / inf")
-        return y
+        return validate_vectors(spectra, None, self.n_channels, "spectra")
 
-    @staticmethod
-    def _check_n(a: np.ndarray, b: np.ndarray) -> None:
-        if len(a) != len(b):
-            raise ValueError(f"got {len(a)} patches but {len(b)} spectra: N must match")
-        if len(a) < 2:
-            raise ValueError("fit needs at least 2 samples")
+    def _ordered(self, a: object, b: object) -> tuple:
+        """(inputs, targets) as (patches, spectra), and back: the model's order, swapped or not."""
+        return (a, b) if self._patches_in else (b, a)
+
+    def _checked(self, inputs: np.ndarray, targets: np.ndarray,
+                 what: str = "got") -> tuple[np.ndarray, np.ndarray]:
+        """Checked (patches, spectra) from the model's (inputs, targets), N matching."""
+        p, s = self._ordered(inputs, targets)
+        x, y = self._check_patches(p), self._check_spectra(s)
+        if len(x) != len(y):
+            raise ValueError(f"{what} {len(x)} patches but {len(y)} spectra: N must match")
+        return x, y
 
     def _set_norm(self, x: np.ndarray, y: np.ndarray) -> None:
         self._pm, self._ps = float(x.mean()), float(x.std()) + 1e-6 * (abs(float(x.mean())) + 1e-12)
@@ -147,10 +146,9 @@ class _PairModel:
         sd = y.std(0)
         self._ss = (sd + 1e-6 * (np.abs(self._sm) + sd.max() + 1e-12)).astype(np.float32)
 
-    def _norm_patches(self, x: np.ndarray, per_patch: bool) -> np.ndarray:
-        if per_patch:
-            x = x - x.mean(axis=(1, 2), keepdims=True)
-            return x / (x.std(axis=(1, 2), keepdims=True) + 1e-6)
+    def _norm_patches(self, x: np.ndarray) -> np.ndarray:
+        if self.patch_norm == "per_patch":
+            return normalise_patches(x)
         return (x - self._pm) / self._ps
 
     def _norm_spectra(self, y: np.ndarray) -> np.ndarray:
@@ -158,6 +156,10 @@ class _PairModel:
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(self.device)
+
+    def _normalised(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) tensors in normalised units from (patches, spectra)."""
+        return self._ordered(self._tensor(self._norm_patches(x)), self._tensor(self._norm_spectra(y)))
 
     def _require_fit(self) -> None:
         if not self.fitted:
@@ -178,6 +180,22 @@ class _PairModel:
         return self.decoder(self._tensor(z)).cpu().numpy()
 
     # ------------------------------------------------------------------ training
+    def _fit_pair(self, inputs: np.ndarray, targets: np.ndarray,
+                  validation: tuple[np.ndarray, np.ndarray] | None, *, epochs: int, batch_size: int,
+                  lr: float, weight_decay: float, progress: bool) -> Self:
+        """``fit``: check, set the normalisation, rebuild the networks from ``seed`` and train."""
+        x, y = self._checked(inputs, targets)
+        if len(x) < 2:
+            raise ValueError("fit needs at least 2 samples")
+        checked_val = None if validation is None else self._checked(*validation, what="validation has")
+        self._set_norm(x, y)
+        val = None if checked_val is None else self._normalised(*checked_val)
+        with seeded(self.seed, self.device):
+            self._reset()
+            self.history = self._train(*self._normalised(x, y), epochs, batch_size, lr, weight_decay,
+                                       progress, val)
+        return self
+
     def _train(self, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float,
                weight_decay: float, progress: bool,
                val: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[float]:
@@ -229,6 +247,27 @@ class _PairModel:
 
     def _augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return xb
+
+    # ------------------------------------------------------------------ use
+    def encode(self, inputs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def transform(self, inputs: np.ndarray) -> np.ndarray:
+        """Latent codes (N, n_latent) (scikit-learn style alias of :meth:`encode`)."""
+        return self.encode(inputs)
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Predicted targets for the inputs, in the training targets' units."""
+        return self.decode(self.encode(inputs))
+
+    def score(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        """:func:`r2_score` of ``predict(inputs)`` against ``targets`` (over all outputs)."""
+        x, y = self._checked(inputs, targets)
+        inputs, targets = self._ordered(x, y)
+        return r2_score(targets, self.predict(inputs))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -317,51 +356,19 @@ class Im2Spec(_PairModel):
         ``validation``: optional ``(patches, spectra)`` kept out of training (best taken from a
         region apart from the training patches); the weights of the epoch with the lowest
         validation loss are kept and ``val_history`` holds that loss per epoch."""
-        x, y = self._check_patches(patches), self._check_spectra(spectra)
-        self._check_n(x, y)
-        val = None
-        if validation is not None:
-            vx, vy = self._check_patches(validation[0]), self._check_spectra(validation[1])
-            if len(vx) != len(vy):
-                raise ValueError(f"validation has {len(vx)} patches but {len(vy)} spectra: N must match")
-        self._set_norm(x, y)
-        xt = self._tensor(self._norm_patches(x, self.patch_norm == "per_patch"))
-        yt = self._tensor(self._norm_spectra(y))
-        if validation is not None:
-            val = (self._tensor(self._norm_patches(vx, self.patch_norm == "per_patch")),
-                   self._tensor(self._norm_spectra(vy)))
-        torch.manual_seed(self.seed)
-        self.encoder, self.decoder = (m.to(self.device) for m in self._build())
-        self.history = self._train(xt, yt, epochs, batch_size, lr, weight_decay, progress, val)
-        return self
+        return self._fit_pair(patches, spectra, validation, epochs=epochs, batch_size=batch_size,
+                              lr=lr, weight_decay=weight_decay, progress=progress)
 
     @torch.no_grad()
     def encode(self, patches: np.ndarray) -> np.ndarray:
         """Latent codes (N, n_latent) of patches."""
         self._require_fit()
-        x = self._check_patches(patches)
-        return self._encode_tensor(self._tensor(self._norm_patches(x, self.patch_norm == "per_patch")))
-
-    def transform(self, patches: np.ndarray) -> np.ndarray:
-        """Latent codes (N, n_latent) (scikit-learn style alias of :meth:`encode`)."""
-        return self.encode(patches)
+        return self._encode_tensor(self._tensor(self._norm_patches(self._check_patches(patches))))
 
     @torch.no_grad()
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Spectra (N, C) in the training spectra's units for latent codes (N, n_latent)."""
         return self._decode_normalised(latents) * self._ss + self._sm
-
-    def predict(self, patches: np.ndarray) -> np.ndarray:
-        """Predicted spectra (N, C) at the patch centres, in the training spectra's units."""
-        return self.decode(self.encode(patches))
-
-    def score(self, patches: np.ndarray, spectra: np.ndarray) -> float:
-        """:func:`r2_score` of ``predict(patches)`` against ``spectra`` (N, C)."""
-        y = self._check_spectra(spectra)
-        x = self._check_patches(patches)
-        if len(x) != len(y):
-            raise ValueError(f"got {len(x)} patches but {len(y)} spectra: N must match")
-        return r2_score(y, self.predict(x))
 
 
 class Spec2Im(_PairModel):
@@ -378,6 +385,8 @@ class Spec2Im(_PairModel):
     Patches are normalised globally (training mean and standard deviation) and returned in
     input units.
     """
+
+    _patches_in = False
 
     def __init__(self, n_channels: int, patch_px: int, n_latent: int = 8, *, hidden: int = 256,
                  seed: int = 0, device: str | None = "cpu", patch_norm: str = "global",
@@ -402,22 +411,8 @@ class Spec2Im(_PairModel):
 
         ``validation``: optional ``(spectra, patches)``; the epoch with the lowest validation
         loss is kept (``val_history``), as in :meth:`Im2Spec.fit`."""
-        y, x = self._check_spectra(spectra), self._check_patches(patches)
-        self._check_n(x, y)
-        if validation is not None:
-            vy, vx = self._check_spectra(validation[0]), self._check_patches(validation[1])
-            if len(vx) != len(vy):
-                raise ValueError(f"validation has {len(vy)} spectra but {len(vx)} patches: N must match")
-        self._set_norm(x, y)
-        st = self._tensor(self._norm_spectra(y))
-        pt = self._tensor(self._norm_patches(x, False))
-        val = None
-        if validation is not None:
-            val = (self._tensor(self._norm_spectra(vy)), self._tensor(self._norm_patches(vx, False)))
-        torch.manual_seed(self.seed)
-        self.encoder, self.decoder = (m.to(self.device) for m in self._build())
-        self.history = self._train(st, pt, epochs, batch_size, lr, weight_decay, progress, val)
-        return self
+        return self._fit_pair(spectra, patches, validation, epochs=epochs, batch_size=batch_size,
+                              lr=lr, weight_decay=weight_decay, progress=progress)
 
     @torch.no_grad()
     def encode(self, spectra: np.ndarray) -> np.ndarray:
@@ -425,26 +420,10 @@ class Spec2Im(_PairModel):
         self._require_fit()
         return self._encode_tensor(self._tensor(self._norm_spectra(self._check_spectra(spectra))))
 
-    def transform(self, spectra: np.ndarray) -> np.ndarray:
-        """Latent codes (N, n_latent) (alias of :meth:`encode`)."""
-        return self.encode(spectra)
-
     @torch.no_grad()
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Patches (N, s, s) in the training patches' units for latent codes (N, n_latent)."""
         return self._decode_normalised(latents) * self._ps + self._pm
-
-    def predict(self, spectra: np.ndarray) -> np.ndarray:
-        """Predicted patches (N, s, s) for spectra (N, C), in the training patches' units."""
-        return self.decode(self.encode(spectra))
-
-    def score(self, spectra: np.ndarray, patches: np.ndarray) -> float:
-        """:func:`r2_score` of ``predict(spectra)`` against ``patches`` (over all pixels)."""
-        y = self._check_spectra(spectra)
-        x = self._check_patches(patches)
-        if len(x) != len(y):
-            raise ValueError(f"got {len(x)} patches but {len(y)} spectra: N must match")
-        return r2_score(x, self.predict(y))
 
 
 class _Channel(nn.Module):

@@ -96,16 +96,9 @@ def fit_im2spec(image: np.ndarray, spectrum_image: np.ndarray, patch_px: int | N
         stride: train on every ``stride``-th pixel in x and y.
         epochs, n_latent, seed, device, progress: passed to :class:`Im2Spec`.
     """
-    img, si, s, every, train, test = _pairs(image, spectrum_image, patch_px, test_fraction, side, stride)
-    model = Im2Spec(s, si.shape[2], n_latent, seed=seed, device=device)
-    model.fit(every.patches[train], every.spectra[train], epochs=epochs, progress=progress)
-    pred = model.predict(every.patches)
-    out = np.full(si.shape, np.nan, np.float32)
-    out[every.centers_yx[:, 0], every.centers_yx[:, 1]] = pred
-    tm, hm = _masks(img.shape, every.centers_yx, train, test)
-    return ImageSpectrumFit(model=model, r2_held_out=r2_score(every.spectra[test], pred[test]),
-                            r2_train=r2_score(every.spectra[train], pred[train]), predicted=out, test_mask=hm,
-                            train_mask=tm, patch_px=s)
+    return _fit_pair(Im2Spec, image, spectrum_image, patch_px, test_fraction=test_fraction, side=side,
+                     stride=stride, epochs=epochs, n_latent=n_latent, seed=seed, device=device,
+                     progress=progress)
 
 
 def fit_spec2im(image: np.ndarray, spectrum_image: np.ndarray, patch_px: int | None = None, *,
@@ -114,15 +107,24 @@ def fit_spec2im(image: np.ndarray, spectrum_image: np.ndarray, patch_px: int | N
     """Train :class:`Spec2Im` (spectrum -> the image patch around its pixel) on one pair, score
     it on a held-out strip and predict the patch at every pixel (arguments as
     :func:`fit_im2spec`)."""
+    return _fit_pair(Spec2Im, image, spectrum_image, patch_px, test_fraction=test_fraction, side=side,
+                     stride=stride, epochs=epochs, n_latent=n_latent, seed=seed, device=device,
+                     progress=progress)
+
+
+def _fit_pair(kind: type[Im2Spec] | type[Spec2Im], image: np.ndarray, spectrum_image: np.ndarray,
+              patch_px: int | None, *, test_fraction: float, side: str, stride: int, epochs: int,
+              n_latent: int, seed: int, device: str | None, progress: bool) -> ImageSpectrumFit:
+    """:func:`fit_im2spec` (``kind`` :class:`Im2Spec`) or :func:`fit_spec2im` (:class:`Spec2Im`)."""
     img, si, s, every, train, test = _pairs(image, spectrum_image, patch_px, test_fraction, side, stride)
-    model = Spec2Im(si.shape[2], s, n_latent, seed=seed, device=device)
-    model.fit(every.spectra[train], every.patches[train], epochs=epochs, progress=progress)
-    pred = model.predict(every.spectra)
-    out = np.full(img.shape + (s, s), np.nan, np.float32)
+    model = kind(patch_px=s, n_channels=si.shape[2], n_latent=n_latent, seed=seed, device=device)
+    inputs, targets = ((every.patches, every.spectra) if kind is Im2Spec
+                       else (every.spectra, every.patches))
+    model.fit(inputs[train], targets[train], epochs=epochs, progress=progress)
+    pred = model.predict(inputs)
+    out = np.full(img.shape + pred.shape[1:], np.nan, np.float32)
     out[every.centers_yx[:, 0], every.centers_yx[:, 1]] = pred
     tm, hm = _masks(img.shape, every.centers_yx, train, test)
-    flat = every.patches.reshape(len(every.patches), -1)
-    pflat = pred.reshape(len(pred), -1)
-    return ImageSpectrumFit(model=model, r2_held_out=r2_score(flat[test], pflat[test]),
-                            r2_train=r2_score(flat[train], pflat[train]), predicted=out, test_mask=hm,
+    return ImageSpectrumFit(model=model, r2_held_out=r2_score(targets[test], pred[test]),
+                            r2_train=r2_score(targets[train], pred[train]), predicted=out, test_mask=hm,
                             train_mask=tm, patch_px=s)

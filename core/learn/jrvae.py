@@ -54,17 +54,17 @@ import torch
 from torch import nn
 
 from ._common import (
-    PatchModel,
+    PoseModel,
+    check_min,
     gaussian_kl,
-    pixel_grid,
-    pose_coords,
+    pose_penalty,
     prepare_vectors,
     randomly_rotated,
-    resolve_device,
 )
+from .vae import one_hot
 
 
-class JointRotationalVAE(PatchModel):
+class JointRotationalVAE(PoseModel):
     """jrVAE: angle, shifts, continuous ``z`` and a discrete class learned without labels.
 
     Interface as :class:`~atomsmith.learn.rvae.RotationalVAE` (``fit``, ``encode`` /
@@ -97,36 +97,20 @@ class JointRotationalVAE(PatchModel):
                  capacity_frac: float = 0.5, lambda_balance: float = 100.0, lambda_rot: float = 10.0,
                  temperature: tuple[float, float] = (1.0, 0.5), seed: int = 0,
                  device: str | None = "cpu") -> None:
-        if int(patch_px) < 4:
-            raise ValueError(f"patch_px={patch_px} must be >= 4")
-        if int(n_latent) < 0:
-            raise ValueError(f"n_latent={n_latent} must be >= 0")
-        if int(n_classes) < 2:
-            raise ValueError(f"n_classes={n_classes} must be >= 2")
+        self._init_pose(patch_px, n_latent, hidden, max_shift, beta_pose, lambda_rot)
+        check_min("n_classes", n_classes, 2)
         t0, t1 = (float(t) for t in temperature)
         if not (t0 > 0 and t1 > 0):
             raise ValueError(f"temperatures must be > 0; got {temperature}")
-        self.patch_px, self.n_latent, self.n_classes = int(patch_px), int(n_latent), int(n_classes)
-        self.hidden, self.max_shift, self.beta_pose = int(hidden), float(max_shift), float(beta_pose)
+        self.n_classes = int(n_classes)
         self.gamma, self.capacity_frac = float(gamma), float(capacity_frac)
         self.lambda_balance, self.temperature = float(lambda_balance), (t0, t1)
-        self.lambda_rot = float(lambda_rot)
-        self.seed = int(seed)
-        self.device = resolve_device(device)
-        self._build(self.seed)
-        self.history: list[float] = []
+        self._setup(seed, device)
 
-    def _build(self, seed: int) -> None:
-        torch.manual_seed(seed)
-        n, h, k, c = self.patch_px, self.hidden, self.n_latent, self.n_classes
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(n * n, h), nn.Tanh(), nn.Linear(h, h),
-                                     nn.Tanh()).to(self.device)
-        self.head = nn.Linear(h, 4 + k).to(self.device)  # (u, v) -> angle, dx, dy, z
-        self.logvar = nn.Linear(h, 3 + k).to(self.device)
-        self.logits = nn.Linear(h, c).to(self.device)
-        self.decoder = nn.Sequential(nn.Linear(2 + k + c, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(),
-                                     nn.Linear(h, 1)).to(self.device)
-        self.coords = pixel_grid(n, self.device)
+    def _build(self) -> None:
+        self._build_encoder()
+        self.logits = nn.Linear(self.hidden, self.n_classes).to(self.device)
+        self.decoder = self._spatial_decoder(self.n_latent + self.n_classes)
 
     def _modules(self) -> list[nn.Module]:
         return [self.encoder, self.head, self.logvar, self.logits, self.decoder]
@@ -141,15 +125,10 @@ class JointRotationalVAE(PatchModel):
     # ------------------------------------------------------------------ model
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
-        o = self.head(h)
-        angle = torch.atan2(o[:, 0], o[:, 1])
-        mu = torch.cat([angle[:, None], self.max_shift * torch.tanh(o[:, 2:4]), o[:, 4:]], 1)
-        return mu, self.logvar(h), self.logits(h)
+        return self._pose_posterior(h), self.logvar(h), self.logits(h)
 
     def _decode(self, lat: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        rc = pose_coords(self.coords, lat[:, 0], lat[:, 1], lat[:, 2])
-        code = torch.cat([lat[:, 3:], cls], 1)
-        return self.decoder(torch.cat([rc, code[:, None, :].expand(-1, rc.shape[1], -1)], -1))[..., 0]
+        return self._spatial_decode(lat, torch.cat([lat[:, 3:], cls], 1))
 
     def _loss(self, batch: tuple[torch.Tensor, ...], t: float) -> torch.Tensor:
         xb = batch[0]
@@ -161,9 +140,8 @@ class JointRotationalVAE(PatchModel):
         cls = nn.functional.gumbel_softmax(logq, tau=tau, hard=False)
         rec = self._decode(lat, cls)
         rec_loss = 0.5 * ((rec - xb.reshape(len(xb), -1)) ** 2).sum(1).mean()
-        kl_z = gaussian_kl(mu[:, 3:], lv[:, 3:]) if self.n_latent else rec_loss.new_zeros(())
-        var = torch.exp(lv)
-        pose = 0.5 * (var[:, :3] / 0.1 - 1 - lv[:, :3]).sum(1).mean()
+        kl_z = gaussian_kl(mu[:, 3:], lv[:, 3:])
+        pose = pose_penalty(lv)
         q = logq.exp()
         log_k = math.log(self.n_classes)
         equi = self._equivariance(xb, mu, logq) if self.lambda_rot > 0 else rec_loss.new_zeros(())
@@ -179,10 +157,9 @@ class JointRotationalVAE(PatchModel):
         encode to angle + delta (rad), the same class and the same ``z``; mean per patch."""
         xr, delta = randomly_rotated(xb, self.coords)
         mu_r, _, logits_r = self._posterior(xr)
-        angle = 1 - torch.cos(mu_r[:, 0] - mu[:, 0] - delta)
+        angle, z = self._consistency(mu, mu_r, delta)
         logq_r = torch.log_softmax(logits_r, 1)
         cls = 0.5 * ((logq.exp() - logq_r.exp()) * (logq - logq_r)).sum(1)  # symmetric KL
-        z = 0.5 * ((mu_r[:, 3:] - mu[:, 3:]) ** 2).sum(1)
         return (angle + cls + z).mean()
 
     # ------------------------------------------------------------------ training
@@ -198,22 +175,17 @@ class JointRotationalVAE(PatchModel):
             lr: Adam learning rate.
             progress: show a tqdm bar per run.
         """
-        x = self._prepare(patches)
-        self._fit((x,), epochs=epochs, n_init=n_init, batch_size=batch_size, lr=lr, progress=progress)
-        return self
+        return self._fit_patches(patches, epochs=epochs, n_init=n_init, batch_size=batch_size,
+                                 lr=lr, progress=progress)
 
     # ------------------------------------------------------------------ use
     @torch.no_grad()
     def encode(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior means and standard deviations of the continuous latents, (N, 3 + k): angle
         (rad, in (-pi, pi]), dx, dy (fractions of the half-width), z. The class is
-        :meth:`predict` / :meth:`predict_proba`."""
+        :meth:`predict` / :meth:`predict_proba`; ``transform`` gives the means."""
         mu, lv, _ = self._posterior(self._prepare(patches))
         return mu.cpu().numpy(), torch.exp(0.5 * lv).cpu().numpy()
-
-    def transform(self, patches: np.ndarray) -> np.ndarray:
-        """Posterior means (N, 3 + k) of angle, dx, dy, z (scikit-learn style)."""
-        return self.encode(patches)[0]
 
     @torch.no_grad()
     def predict_proba(self, patches: np.ndarray) -> np.ndarray:
@@ -233,11 +205,6 @@ class JointRotationalVAE(PatchModel):
         lat = prepare_vectors(latents, None, 3 + self.n_latent, "latents", self.device)
         c = np.asarray(classes)
         if c.ndim == 1:
-            if not np.issubdtype(c.dtype, np.integer) or len(c) != len(lat):
-                raise ValueError(f"integer class labels must be ({len(lat)},); got {c.dtype} "
-                                 f"shape {c.shape}")
-            if c.min() < 0 or c.max() >= self.n_classes:
-                raise ValueError(f"class labels must lie in 0 .. {self.n_classes - 1}")
-            c = np.eye(self.n_classes, dtype=np.float32)[c]
+            c = one_hot(c, self.n_classes)
         cls = prepare_vectors(c, len(lat), self.n_classes, "classes", self.device)
         return self._decode(lat, cls).reshape(-1, self.patch_px, self.patch_px).cpu().numpy()

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import PatchModel, pixel_grid, pose_coords, randomly_rotated, resolve_device
+from ._common import PoseModel, gaussian_kl, pose_penalty, randomly_rotated
 
 
-class RotationalVAE(PatchModel):
+class RotationalVAE(PoseModel):
     """rVAE with a scikit-learn-like interface: ``fit``, ``encode`` / ``transform``, ``decode``,
     ``save`` / ``load`` (weights only).
 
@@ -50,26 +50,12 @@ class RotationalVAE(PatchModel):
 
     def __init__(self, patch_px: int, n_latent: int = 1, *, hidden: int = 128, max_shift: float = 0.1,
                  beta_pose: float = 1.0, lambda_rot: float = 10.0, seed: int = 0, device: str | None = "cpu") -> None:
-        if int(patch_px) < 4:
-            raise ValueError(f"patch_px={patch_px} must be >= 4")
-        if int(n_latent) < 0:
-            raise ValueError(f"n_latent={n_latent} must be >= 0")
-        self.patch_px, self.n_latent, self.hidden = int(patch_px), int(n_latent), int(hidden)
-        self.max_shift, self.beta_pose, self.seed = float(max_shift), float(beta_pose), int(seed)
-        self.lambda_rot = float(lambda_rot)
-        self.device = resolve_device(device)
-        self._build(self.seed)
-        self.history: list[float] = []
+        self._init_pose(patch_px, n_latent, hidden, max_shift, beta_pose, lambda_rot)
+        self._setup(seed, device)
 
-    def _build(self, seed: int) -> None:
-        torch.manual_seed(seed)
-        n, h, k = self.patch_px, self.hidden, self.n_latent
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(n * n, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh()).to(self.device)
-        self.head = nn.Linear(h, 4 + k).to(self.device)  # (u, v) -> angle, dx, dy, z
-        self.logvar = nn.Linear(h, 3 + k).to(self.device)
-        self.decoder = nn.Sequential(nn.Linear(2 + k, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(),
-                                     nn.Linear(h, 1)).to(self.device)
-        self.coords = pixel_grid(n, self.device)  # (P, 2) as (x, y)
+    def _build(self) -> None:
+        self._build_encoder()
+        self.decoder = self._spatial_decoder(self.n_latent)
 
     def _modules(self) -> list[nn.Module]:
         return [self.encoder, self.head, self.logvar, self.decoder]
@@ -82,15 +68,10 @@ class RotationalVAE(PatchModel):
     # ------------------------------------------------------------------ model
     def _posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
-        o = self.head(h)
-        angle = torch.atan2(o[:, 0], o[:, 1])
-        mu = torch.cat([angle[:, None], self.max_shift * torch.tanh(o[:, 2:4]), o[:, 4:]], 1)
-        return mu, self.logvar(h)
+        return self._pose_posterior(h), self.logvar(h)
 
     def _decode(self, lat: torch.Tensor) -> torch.Tensor:
-        z = lat[:, 3:]
-        rc = pose_coords(self.coords, lat[:, 0], lat[:, 1], lat[:, 2])
-        return self.decoder(torch.cat([rc, z[:, None, :].expand(-1, rc.shape[1], -1)], -1))[..., 0]
+        return self._spatial_decode(lat, lat[:, 3:])
 
     def _loss(self, batch: tuple[torch.Tensor, ...], t: float) -> torch.Tensor:
         xb = batch[0]
@@ -98,17 +79,15 @@ class RotationalVAE(PatchModel):
         lat = mu + torch.randn_like(mu) * torch.exp(0.5 * lv)
         rec = self._decode(lat)
         rec_loss = 0.5 * ((rec - xb.reshape(len(xb), -1)) ** 2).sum(1).mean()
-        var = torch.exp(lv)
-        kl_z = 0.5 * (var[:, 3:] + mu[:, 3:] ** 2 - 1 - lv[:, 3:]).sum(1).mean()
-        pose = 0.5 * (var[:, :3] / 0.1 - 1 - lv[:, :3]).sum(1).mean()
-        loss = rec_loss + kl_z + 0.1 * self.beta_pose * pose
+        kl_z = gaussian_kl(mu[:, 3:], lv[:, 3:])
+        loss = rec_loss + kl_z + 0.1 * self.beta_pose * pose_penalty(lv)
         if self.lambda_rot > 0:
             # rotation consistency: the batch rotated by delta must encode to angle + delta and
             # the same z (self-supervised; without it a run can let z carry the rotation)
             xr, delta = randomly_rotated(xb, self.coords)
             mu_r, _ = self._posterior(xr)
-            equi = (1 - torch.cos(mu_r[:, 0] - mu[:, 0] - delta)) + 0.5 * ((mu_r[:, 3:] - mu[:, 3:]) ** 2).sum(1)
-            loss = loss + self.lambda_rot * equi.mean()
+            angle, z = self._consistency(mu, mu_r, delta)
+            loss = loss + self.lambda_rot * (angle + z).mean()
         return loss
 
     # ------------------------------------------------------------------ training
@@ -121,21 +100,16 @@ class RotationalVAE(PatchModel):
         (``lambda_rot=0``) a run can settle where ``z`` absorbs part of the rotation (angle
         correlation 0.3-0.8 on rotated test patches, and it depended on the number of torch
         threads); with it, one run of 10 epochs reached 0.999 for every seed tried."""
-        x = self._prepare(patches)
-        self._fit((x,), epochs=epochs, n_init=n_init, batch_size=batch_size, lr=lr, progress=progress)
-        return self
+        return self._fit_patches(patches, epochs=epochs, n_init=n_init, batch_size=batch_size,
+                                 lr=lr, progress=progress)
 
     # ------------------------------------------------------------------ use
     @torch.no_grad()
     def encode(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior means and standard deviations, (N, 3 + k): angle (rad, in (-pi, pi]),
-        dx, dy (fractions of the half-width), z."""
+        dx, dy (fractions of the half-width), z; ``transform`` gives the means."""
         mu, lv = self._posterior(self._prepare(patches))
         return mu.cpu().numpy(), torch.exp(0.5 * lv).cpu().numpy()
-
-    def transform(self, patches: np.ndarray) -> np.ndarray:
-        """Posterior means (N, 3 + k) (scikit-learn style)."""
-        return self.encode(patches)[0]
 
     @torch.no_grad()
     def decode(self, latents: np.ndarray) -> np.ndarray:

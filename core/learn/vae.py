@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import PatchModel, gaussian_kl, prepare_vectors, resolve_device
+from ._common import PatchModel, check_min, gaussian_kl, prepare_vectors
 
 
 def one_hot(labels: Any, n_classes: int) -> np.ndarray:
@@ -64,20 +64,16 @@ class VAE(PatchModel):
 
     def _init(self, patch_px: int, n_latent: int, hidden: int, beta: float, seed: int,
               device: str | None) -> None:
-        if int(patch_px) < 2:
-            raise ValueError(f"patch_px={patch_px} must be >= 2")
-        if int(n_latent) < 1:
-            raise ValueError(f"n_latent={n_latent} must be >= 1")
-        if int(hidden) < 1 or not beta >= 0:
-            raise ValueError(f"need hidden >= 1 and beta >= 0; got {hidden}, {beta}")
+        check_min("patch_px", patch_px, 2)
+        check_min("n_latent", n_latent, 1)
+        check_min("hidden", hidden, 1)
+        if not beta >= 0:
+            raise ValueError(f"beta={beta} must be >= 0")
         self.patch_px, self.n_latent, self.hidden = int(patch_px), int(n_latent), int(hidden)
-        self.beta, self.seed = float(beta), int(seed)
-        self.device = resolve_device(device)
-        self._build(self.seed)
-        self.history: list[float] = []
+        self.beta = float(beta)
+        self._setup(seed, device)
 
-    def _build(self, seed: int) -> None:
-        torch.manual_seed(seed)
+    def _build(self) -> None:
         p, h, k, c = self.patch_px ** 2, self.hidden, self.n_latent, self._n_cond
         self.encoder = nn.Sequential(nn.Linear(p + c, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(),
                                      nn.Linear(h, 2 * k)).to(self.device)  # -> mean, log-variance
@@ -122,19 +118,15 @@ class VAE(PatchModel):
             lr: Adam learning rate.
             progress: show a tqdm bar per run.
         """
-        x = self._prepare(patches)
-        self._fit((x,), epochs=epochs, n_init=n_init, batch_size=batch_size, lr=lr, progress=progress)
-        return self
+        return self._fit_patches(patches, epochs=epochs, n_init=n_init, batch_size=batch_size,
+                                 lr=lr, progress=progress)
 
     @torch.no_grad()
     def encode(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior means and standard deviations of ``z``, each (N, n_latent)."""
+        """Posterior means and standard deviations of ``z``, each (N, n_latent); ``transform``
+        gives the means."""
         mu, lv = self._posterior(self._prepare(patches), None)
         return mu.cpu().numpy(), torch.exp(0.5 * lv).cpu().numpy()
-
-    def transform(self, patches: np.ndarray) -> np.ndarray:
-        """Posterior means of ``z`` (N, n_latent) (scikit-learn style)."""
-        return self.encode(patches)[0]
 
     @torch.no_grad()
     def decode(self, latents: np.ndarray) -> np.ndarray:
@@ -165,8 +157,7 @@ class ConditionalVAE(VAE):
 
     def __init__(self, patch_px: int, n_latent: int, n_conditions: int, *, hidden: int = 128,
                  beta: float = 1.0, seed: int = 0, device: str | None = "cpu") -> None:
-        if int(n_conditions) < 1:
-            raise ValueError(f"n_conditions={n_conditions} must be >= 1")
+        check_min("n_conditions", n_conditions, 1)
         self.n_conditions = self._n_cond = int(n_conditions)
         self._init(patch_px, n_latent, hidden, beta, seed, device)
 
@@ -191,10 +182,6 @@ class ConditionalVAE(VAE):
         x = self._prepare(patches)
         mu, lv = self._posterior(x, self._cond(conditions, len(x)))
         return mu.cpu().numpy(), torch.exp(0.5 * lv).cpu().numpy()
-
-    def transform(self, patches: np.ndarray, conditions: np.ndarray) -> np.ndarray:
-        """Posterior means of ``z`` (N, n_latent)."""
-        return self.encode(patches, conditions)[0]
 
     @torch.no_grad()
     def decode(self, latents: np.ndarray, conditions: np.ndarray) -> np.ndarray:

@@ -72,6 +72,15 @@ def test_same_seed_same_result():
     np.testing.assert_array_equal(a, b)
 
 
+def test_global_torch_rng_left_alone():
+    x, y = _toy()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    Im2Spec(9, 12, seed=3).fit(x, y, epochs=1, progress=False)
+    Spec2Im(12, 9, seed=3).fit(y, x, epochs=1, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_bad_input():
     x, y = _toy()
     m = Im2Spec(9, 12)

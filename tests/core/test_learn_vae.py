@@ -190,6 +190,19 @@ def test_nan_loss_raises():
         VAE(8, 2, hidden=8).fit(x, epochs=5, batch_size=5, lr=1e30, progress=False)
 
 
+def test_global_torch_rng_left_alone():
+    """Models seed their own draws; torch's global RNG state is the same before and after."""
+    x = np.random.default_rng(0).normal(size=(20, 8, 8))
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = VAE(8, 2, hidden=8, seed=5).fit(x, epochs=2, batch_size=5, progress=False).transform(x)
+    JointRotationalVAE(8, 1, n_classes=2, hidden=8).fit(x, epochs=1, n_init=2, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(7)  # a different global state does not change a seeded model
+    b = VAE(8, 2, hidden=8, seed=5).fit(x, epochs=2, batch_size=5, progress=False).transform(x)
+    np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------- training
 def test_vae_reconstruction_loss_falls():
     x, lab = _two_class(300, 12)
