@@ -106,18 +106,25 @@ class AtomsmithEELS(EELSSpectrum):
             raise ValueError(f"method={method!r} must be 'pca' or 'nmf'")
         fn = denoise_pca if method == "pca" else denoise_nmf
         clean = fn(self.data, n_components, weighting=weighting)
-        out = self._deepcopy_with_new_data(np.asarray(clean))
-        if out._lazy:
-            out = out.compute() if hasattr(out, "compute") else out
+        out = self._eager_copy(np.asarray(clean))
         out.metadata.General.title = f"{self.metadata.General.title} (denoised, {method} {n_components})"
         record(out, "denoise", {"n_components": n_components, "method": method, "weighting": weighting})
+        return out
+
+    def _eager_copy(self, data: np.ndarray) -> typing.Any:
+        """A copy of this signal (class, axes, metadata) holding ``data`` in memory, also when this
+        signal is lazy (HyperSpy's ``compute()`` works in place and returns None)."""
+        out = self._deepcopy_with_new_data(data)
+        if out._lazy:
+            out.compute()
         return out
 
     # ----------------------------------------------------------------- learning with an image
     def _image_pair(self, image: typing.Any) -> tuple[np.ndarray, np.ndarray]:
         self._check()
         if self.axes_manager.navigation_dimension != 2:
-            raise ValueError("im2spec / spec2im need a 2D spectrum image (two scan axes)")
+            raise ValueError(f"this method needs a 2D spectrum image (two scan axes); this one has "
+                             f"{self.axes_manager.navigation_dimension}")
         img = np.asarray(image.data if hasattr(image, "axes_manager") else image, float)
         data = self.data.compute() if hasattr(self.data, "compute") else np.asarray(self.data)
         if img.shape != data.shape[:2]:
@@ -135,9 +142,7 @@ class AtomsmithEELS(EELSSpectrum):
 
         img, data = self._image_pair(image)
         fit = fit_im2spec(img, data, patch_px, **kwargs)
-        pred = self._deepcopy_with_new_data(fit.predicted)
-        if pred._lazy:
-            pred = pred.compute() if hasattr(pred, "compute") else pred
+        pred = self._eager_copy(fit.predicted)
         pred.metadata.General.title = f"{self.metadata.General.title} (im2spec prediction)"
         params = {"patch_px": fit.patch_px, **kwargs}
         record(pred, "im2spec", params, r2_held_out=fit.r2_held_out, r2_train=fit.r2_train)

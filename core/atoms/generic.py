@@ -8,7 +8,6 @@ symmetries drawn for every batch. The shipped file is ``weights/generic_unet.pt`
 
 from __future__ import annotations
 
-import contextlib
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,25 +25,11 @@ GENERIC_WEIGHTS = WEIGHTS_DIR / "generic_unet.pt"
 GENERIC_ARCH = {"base": 8, "depth": 3}
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch's intra-op thread count set to ``n`` inside the block and restored after (the
-    count is global to the process: a library must not leave it changed)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _make_samples(args: tuple[int, int, int]) -> list[TrainingSample]:
-    """A worker process's share of the pool (one torch thread each: ``workers`` processes
-    already use the cores)."""
+    """A worker process's share of the pool."""
     seed, n, size = args
-    with torch_threads(1):
-        rng = np.random.default_rng(seed)
-        return [random_twin_sample(rng, size) for _ in range(n)]
+    rng = np.random.default_rng(seed)
+    return [random_twin_sample(rng, size) for _ in range(n)]
 
 
 def sample_pool(n_samples: int, *, size_px: int = 128, seed: int = 0, workers: int = 2,
@@ -54,7 +39,8 @@ def sample_pool(n_samples: int, *, size_px: int = 128, seed: int = 0, workers: i
     jobs = [(seed * 100003 + i, min(chunk, n_samples - i * chunk), size_px)
             for i in range(-(-n_samples // chunk))]
     out: list[TrainingSample] = []
-    with ProcessPoolExecutor(max_workers=workers) as ex:
+    # one torch thread per worker process: the processes already use the cores
+    with ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as ex:
         for part in tqdm(ex.map(_make_samples, jobs), total=len(jobs), desc="twin training images",
                          disable=not progress):
             out.extend(part)

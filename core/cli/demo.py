@@ -211,10 +211,11 @@ def _movie(report: Report, args) -> None:
     found, true = np.asarray(found), np.asarray(true)
     # found class -> true class by majority, so the numbers below line up with the truth's names
     to_true = [int(np.bincount(true[found == k], minlength=2).argmax()) if np.any(found == k) else k for k in range(2)]
-    order = np.argsort(to_true) if sorted(to_true) == [0, 1] else np.arange(2)
+    one_to_one = sorted(to_true) == [0, 1]
+    order = np.argsort(to_true) if one_to_one else np.arange(2)
     ari = adjusted_rand_score(true, found) if len(found) else float("nan")
     tm, dres = dyn.transitions, dyn.diffusion
-    names = [mv.class_names[to_true[k]] if sorted(to_true) == [0, 1] else f"class {k}" for k in range(2)]
+    names = [mv.class_names[to_true[k]] if one_to_one else f"class {k}" for k in range(2)]
     for tr in dyn.tracks:
         ax[0, 0].plot(tr[:, 1], tr[:, 2], "w:", lw=1.0)
 
@@ -380,20 +381,17 @@ def _explore(report: Report, args) -> None:
 
     heading = "Automated experiment"
     try:
-        from ..explore import ActiveLearner, EdgeIntegral
-    except ImportError as exc:  # pragma: no cover - the explore extra is optional
-        report.add(heading, f"Skipped: the surrogates need JAX ({exc}); `pip install \".[explore]\"` and run again.")
-        return
-    try:
-        import jax  # noqa: F401
+        import jax  # noqa: F401  (the surrogates' engine; the explore extra)
     except ImportError:
         report.add(heading, "Skipped: the surrogates need JAX and gpax; `pip install \".[explore]\"` and run again.")
         return
+    from ..explore import ActiveLearner, EdgeIntegral
     from ..instrument import SimulatedInstrument
     from ..plot import _figure
     from ..simulate import build_crystal, substitute
 
     budget = 20 if args.quick else 30
+    fov_nm, survey_px = 2.9, 128
     crystal = substitute(build_crystal("graphene", (30.0, 30.0)), "Si", 3, min_separation_A=5.0, edge_margin_A=4.0,
                          seed=args.seed + 1)
     runs = {}
@@ -402,7 +400,8 @@ def _explore(report: Report, args) -> None:
         t = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:
             res = ActiveLearner(ins, EdgeIntegral("Si"), Path(d) / "run", budget=budget, model=model,
-                                survey_shape_px=(128, 128), survey_fov_nm=2.9, dwell_us=4.0, candidates="atoms",
+                                survey_shape_px=(survey_px, survey_px), survey_fov_nm=fov_nm, dwell_us=4.0,
+                                candidates="atoms",
                                 patch_px=12, n_seed=5, exposure_ms=20.0, seed=args.seed).run()
         runs[model] = (res, time.perf_counter() - t, ins)
     res, dt, ins = runs["dkl"]
@@ -415,8 +414,8 @@ def _explore(report: Report, args) -> None:
         return str(hit[0] + 1) if len(hit) else f"> {budget}"
 
     rnd = runs["random"][0]
-    px = 2.9 / 128
-    origin = np.asarray(ins.field_nm) / 2 - 2.9 / 2
+    px = fov_nm / survey_px
+    origin = np.asarray(ins.field_nm) / 2 - fov_nm / 2
     pts = (np.array([m.xy_nm for m in res.measurements]) - origin) / px
     mean, _ = res.learning.predict()
     fig, ax = _figure(1, 3, (4.2, 4.0))
@@ -432,8 +431,8 @@ def _explore(report: Report, args) -> None:
     fig.colorbar(sc, ax=ax[0, 0], shrink=0.8, label="Si L2,3 counts")
     cp = (cand - origin) / px
     s2 = ax[0, 1].scatter(cp[:, 0], cp[:, 1], c=mean, cmap="magma", s=14)
-    ax[0, 1].set_xlim(0, 128)
-    ax[0, 1].set_ylim(128, 0)
+    ax[0, 1].set_xlim(0, survey_px)
+    ax[0, 1].set_ylim(survey_px, 0)
     ax[0, 1].set_aspect("equal")
     ax[0, 1].set_title(f"predicted criterion at the {len(cand)} columns", fontsize=9)
     ax[0, 1].set_xlabel("x (px)")
@@ -453,7 +452,7 @@ def _explore(report: Report, args) -> None:
              ["run time (s)", f"{dt:.1f}", f"{runs['random'][1]:.1f}"]]
     report.add(
         heading,
-        f"atomsmith.explore.ActiveLearner on SimulatedInstrument: graphene 3 x 3 nm with 3 Si. A 128 px survey "
+        f"atomsmith.explore.ActiveLearner on SimulatedInstrument: graphene 3 x 3 nm with 3 Si. A {survey_px} px survey "
         f"(4 µs/px); candidates = the {len(cand)} columns find_atoms sees; features = 12 px patches; criterion = "
         f"EdgeIntegral('Si'), the background-subtracted Si L2,3 edge integral of a 20 ms spectrum; {budget} "
         f"spectra. The first 5 are diverse seed points (the most unusual patches), then deep kernel learning with "

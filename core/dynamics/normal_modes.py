@@ -117,11 +117,18 @@ def neighbourhoods(atoms_xy, defects_xy, n_neighbours: int = 6, *,
     return np.stack(vecs), np.asarray(index, int)
 
 
-def _match(template: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float]:
-    """``v`` reordered like ``template`` (Hungarian on distance) and the largest matched distance."""
+def _assign(template: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float]:
+    """The order of ``v`` that matches ``template`` (Hungarian on distance) and the largest
+    matched distance."""
     cost = np.linalg.norm(template[:, None, :] - v[None, :, :], axis=2)
     _, col = linear_sum_assignment(cost)
-    return v[col], float(cost[np.arange(len(col)), col].max())
+    return col, float(cost[np.arange(len(col)), col].max())
+
+
+def _match(template: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float]:
+    """``v`` reordered like ``template`` and the largest matched distance."""
+    col, worst = _assign(template, v)
+    return v[col], worst
 
 
 def _rotation(angle: float) -> np.ndarray:
@@ -189,12 +196,10 @@ def align_neighbourhoods(vectors: np.ndarray, *, tolerance: float = 0.3, max_var
         if j == main or not np.any(sel):
             continue
         # the rotation that overlays this variant's template on the main one, and the order
-        fits = [_match(ref, tpl @ _rotation(a).T) for a in angles]
-        a = angles[int(np.argmin([f[1] for f in fits]))]
-        rot = tpl @ _rotation(a).T
-        cost = np.linalg.norm(ref[:, None, :] - rot[None, :, :], axis=2)
-        _, col = linear_sum_assignment(cost)
-        if cost[np.arange(len(col)), col].max() > tol:  # not a rotated copy of the main variant
+        fits = [_assign(ref, tpl @ _rotation(a).T) for a in angles]
+        k = int(np.argmin([f[1] for f in fits]))
+        a, (col, worst) = angles[k], fits[k]
+        if worst > tol:  # not a rotated copy of the main variant
             variant[sel] = -1
             continue
         out[sel] = (ordered[sel] @ _rotation(a).T)[:, col]

@@ -37,7 +37,7 @@ from .defects import add_vacancies, substitute
 from .eels import EDGES, EELSTruth, simulate_eels_si
 from .haadf import render_haadf
 from .materials import Material, get_material
-from .probe import Probe
+from .probe import Probe, _fwhm_to_sigma
 from .scattering import Detector
 from .structure import Structure
 from .truth import ColumnTruth
@@ -142,13 +142,14 @@ def delocalization_d50_A(edge_eV: float, beam_keV: float) -> float:
     beam energy ``beam_keV``; ``lambda`` the electron wavelength (angstrom). For a 2D Gaussian,
     the diameter holding 50 % of the signal equals its FWHM, which is how it is used here.
     """
-    from .probe import wavelength_A
+    from .probe import _C, _ME, _QE, wavelength_A
 
     if not (edge_eV > 0 and beam_keV > 0):
         raise ValueError(f"edge_eV={edge_eV} and beam_keV={beam_keV} must be > 0")
-    gamma = 1.0 + beam_keV / 510.99895
+    rest_eV = _ME * _C**2 / _QE  # electron rest energy, 510999 eV
+    gamma = 1.0 + beam_keV * 1e3 / rest_eV
     beta2 = 1.0 - 1.0 / gamma**2
-    theta_e = edge_eV / (gamma * 510.99895e3 * beta2)
+    theta_e = edge_eV / (gamma * rest_eV * beta2)
     return float(0.5 * wavelength_A(beam_keV) / theta_e**0.75)
 
 
@@ -159,7 +160,7 @@ def _weight_profile(probe: Probe, fwhm_A: float) -> tuple[np.ndarray, np.ndarray
     peak = float(psf_tab[0])
     if fwhm_A <= 0:
         return np.asarray(r_tab), np.asarray(psf_tab) / peak, float(r_max)
-    sigma = fwhm_A / 2.3548200450309493
+    sigma = _fwhm_to_sigma(fwhm_A)
     r_cut = float(r_max + 4.0 * sigma)
     step = min(0.05, float(r_max) / 20.0)
     n = int(np.ceil(r_cut / step))
@@ -341,8 +342,8 @@ def simulate_haadf_eels_pair(
         present = ({sym for x in mat.sublattices for sym, _ in x.atoms}
                    | set(_default_fractions(mat) if dopants is None else dopants))
         onsets = [EDGES[el].onset_eV for el in present if el in EDGES] or [1000.0]
-        reach = probe.radial_profile()[2] + (4.0 / 2.3548200450309493 * delocalization_d50_A(
-            min(onsets), probe.energy_keV) if delocalization else 0.0)
+        d50 = delocalization_d50_A(min(onsets), probe.energy_keV) if delocalization else 0.0
+        reach = probe.radial_profile()[2] + 4.0 * _fwhm_to_sigma(d50)
         s = build_crystal(mat, extent, rotation_deg=rot, shift_A=shift,
                           thickness_nm=(4.0 if thickness_nm is None else thickness_nm) if bulk else None,
                           margin_A=max(6.0, reach + 2.0))

@@ -263,6 +263,9 @@ def test_eels_edge_and_l3_l2_maps_against_truth(eels, tmp_path):
     np.testing.assert_allclose(np.asarray(lm.data.compute()), m.data, rtol=1e-6)
     clean = s.denoise(4)
     assert type(clean).__name__ == "AtomsmithEELS" and clean.data.shape == s.data.shape
+    lazy_clean = lazy.denoise(4)  # a lazy signal gives the same, in memory
+    assert not lazy_clean._lazy and lazy_clean.metadata.General.title.endswith("(denoised, pca 4)")
+    np.testing.assert_allclose(np.asarray(lazy_clean.data), clean.data, rtol=1e-5, atol=1e-6)
     s.save(tmp_path / "si.hspy")
     assert type(hs.load(tmp_path / "si.hspy")).__name__ == "AtomsmithEELS"
 
