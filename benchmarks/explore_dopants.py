@@ -22,14 +22,8 @@ import time
 import numpy as np
 
 
-def si_edge(spec) -> float:
-    from atomsmith.eels import edge_map
-
-    return float(np.asarray(edge_map(spec.counts[None], spec.energy_eV, 99.0, 40.0)).ravel()[0])
-
-
 def main() -> None:
-    from atomsmith.explore import ActiveLearner
+    from atomsmith.explore import ActiveLearner, EdgeIntegral
     from atomsmith.instrument import SimulatedInstrument
     from atomsmith.simulate import build_crystal, substitute
 
@@ -43,6 +37,7 @@ def main() -> None:
                     help="how the surrogates' seed points are chosen (random order stays random)")
     a = ap.parse_args()
     models = [m.strip() for m in a.models.split(",") if m.strip()]
+    si_edge = EdgeIntegral("Si", 40.0)  # onset 99 eV
     summary = {m: [] for m in models}
     for seed in range(a.seeds):
         for model in models:

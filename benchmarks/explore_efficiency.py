@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from atomsmith.explore import active_learning
+from atomsmith.explore import Budget, active_learning
 from atomsmith.explore.scenes import dopant_scene
 
 
@@ -35,32 +35,29 @@ def run_one(method: str, seed: int, cap: int, n_seed: int, top: float = 0.01,
     target = sc.top_fraction(top)
     rng = np.random.default_rng(10_000 + seed)
     noise = 0.02 * float(np.ptp(sc.values))
-    found: dict[str, int] = {}
+    n_meas, found = 0, None  # measurements so far; the number of the first one in the target
 
-    def measure(i: int) -> float:
-        if target[i] and "n" not in found:
-            found["n"] = n_meas[0] + 1
-        n_meas[0] += 1
-        return float(sc.values[i] + rng.normal(0, noise))
-
-    n_meas = [0]
-    t = time.perf_counter()
-    from atomsmith.explore.loop import Budget
-
-    # stop as soon as the target is found (time is wasted otherwise)
-    class _Stop(Exception):
+    class _Stop(Exception):  # stop as soon as the target is found (time is wasted otherwise)
         pass
 
+    def measure(i: int) -> float:
+        nonlocal n_meas, found
+        n_meas += 1
+        if target[i] and found is None:
+            found = n_meas
+        return float(sc.values[i] + rng.normal(0, noise))
+
     def cb(i: int, v: float) -> None:
-        if "n" in found:
+        if found is not None:
             raise _Stop
 
+    t = time.perf_counter()
     try:
         active_learning(sc.patches, measure, Budget(points=cap), model=method, acquisition="ucb",
                         n_seed=n_seed, seed=seed, callback=cb, seed_design=seed_design)
     except _Stop:
         pass
-    return found.get("n", cap), time.perf_counter() - t
+    return (cap if found is None else found), time.perf_counter() - t
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -17,7 +17,7 @@ import typing
 
 import numpy as np
 
-from ._axes import record, scan_map
+from ._axes import check_finite, record, scan_map
 
 
 def _criterion_callable(criterion: typing.Any, width_eV: float) -> tuple[typing.Callable, str]:
@@ -41,6 +41,7 @@ def _full_map(data: np.ndarray, energy: np.ndarray, criterion: typing.Callable, 
     ny, nx = data.shape[:2]
     if callable(getattr(criterion, "map", None)):
         return np.asarray(criterion.map(data, energy), float)
+    from atomsmith.explore.criteria import evaluate
     from atomsmith.instrument.protocol import Spectrum
 
     out = np.full((ny, nx), np.nan)
@@ -51,10 +52,7 @@ def _full_map(data: np.ndarray, energy: np.ndarray, criterion: typing.Callable, 
         rows = tqdm(rows, desc="criterion on the full grid")
     for r in rows:
         for c in range(nx):
-            try:
-                out[r, c] = float(criterion(Spectrum(energy, data[r, c], tuple(xy_of(r, c)), 0.0, 0.0)))
-            except (ArithmeticError, ValueError):
-                pass
+            out[r, c] = evaluate(criterion, Spectrum(energy, data[r, c], tuple(xy_of(r, c)), 0.0, 0.0))
     return out
 
 
@@ -108,22 +106,14 @@ def replay_active_learning(eels: typing.Any, image: typing.Any, criterion: typin
     import hyperspy.api as hs
 
     from atomsmith.explore import active_learning
+    from atomsmith.explore.criteria import evaluate
     from atomsmith.explore.scenes import cut_patches
     from atomsmith.instrument.protocol import Spectrum
 
     t0 = time.perf_counter()
-    if eels.axes_manager.navigation_dimension != 2:
-        raise ValueError("replay_active_learning needs a 2D spectrum image (two scan axes)")
-    eels._check()
+    img, data = eels._image_pair(image)
+    check_finite(img, "the image")
     energy = eels.energy_axis_eV()
-    data = eels.data.compute() if hasattr(eels.data, "compute") else np.asarray(eels.data)
-    data = np.asarray(data, float)
-    img = image.data if hasattr(image, "axes_manager") else image
-    img = np.asarray(img.compute() if hasattr(img, "compute") else img, float)
-    if img.ndim != 2 or img.shape != data.shape[:2]:
-        raise ValueError(f"the image {img.shape} must be 2D on the spectrum image's scan grid {data.shape[:2]}")
-    if not np.all(np.isfinite(img)):
-        raise ValueError("the image contains NaN or inf values; fill or crop them first")
     if not 0.0 < top_fraction < 1.0:
         raise ValueError(f"top_fraction={top_fraction} must be in (0, 1)")
     fn, description = _criterion_callable(criterion, width_eV)
@@ -145,16 +135,9 @@ def replay_active_learning(eels: typing.Any, image: typing.Any, criterion: typin
 
     def measure(i: int) -> float:
         r, c = (int(v) for v in yx[i])
-        v = float(fn(Spectrum(energy, data[r, c], xy_of(r, c), 0.0, 0.0)))
-        return v
+        return evaluate(fn, Spectrum(energy, data[r, c], xy_of(r, c), 0.0, 0.0))
 
-    def safe_measure(i: int) -> float:
-        try:
-            return measure(i)
-        except (ArithmeticError, ValueError):
-            return float("nan")
-
-    res = active_learning(features, safe_measure, budget, model=model, acquisition=acquisition, n_seed=n_seed,
+    res = active_learning(features, measure, budget, model=model, acquisition=acquisition, n_seed=n_seed,
                           seed=seed, beta=beta, xy=xy, model_options=model_options, progress=progress, **kwargs)
     mean, var = res.predict()
 
@@ -187,12 +170,10 @@ def replay_active_learning(eels: typing.Any, image: typing.Any, criterion: typin
         "time_s": float(time.perf_counter() - t0),
     }
 
-    def nav_signal(m: np.ndarray, title: str, quantity: str) -> typing.Any:
-        return scan_map(eels, m, title, quantity)
-
-    predicted = nav_signal(to_map(mean), f"predicted {description}", "criterion")
-    uncertainty = nav_signal(to_map(np.sqrt(np.maximum(var, 0.0))), f"uncertainty of {description}", "criterion std")
-    criterion_map = nav_signal(full, f"{description} (full grid)", "criterion")
+    predicted = scan_map(eels, to_map(mean), f"predicted {description}", "criterion")
+    uncertainty = scan_map(eels, to_map(np.sqrt(np.maximum(var, 0.0))), f"uncertainty of {description}",
+                           "criterion std")
+    criterion_map = scan_map(eels, full, f"{description} (full grid)", "criterion")
     pixels = yx[res.indices]
     positions = xy[res.indices]
     params = {"budget": str(budget), "model": model if isinstance(model, str) else type(model).__name__,

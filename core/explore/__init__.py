@@ -8,14 +8,6 @@ JAX (with gpax's pins: jax 0.7.2, numpyro 0.19.0) is needed for the surrogates;
 
 from .acquisition import ACQUISITIONS, acquire, ei, select_batch, travel_penalty, ucb, ue
 from .criteria import EdgeIntegral, EdgeRatio, WindowIntegral, criterion_from
-from .hypothesis import (
-    PHASE_TRANSITION_MODELS,
-    Hypothesis,
-    HypothesisResult,
-    first_order_transition,
-    hypothesis_learning,
-    second_order_transition,
-)
 from .ising import (
     LatticeModelFit,
     fit_lattice_model,
@@ -25,11 +17,18 @@ from .ising import (
     statistical_distance,
 )
 from .learner import ActiveLearner, ExperimentInterrupted, ExperimentResult, local_maxima_yx
-from .loop import ActiveLearningResult, Budget, active_learning
-from .models import DKLRegressor, GPRegressor, StructuredGP, make_model, standardize_features
-from .multitask import MultiTaskDKLRegressor, MultiTaskGPRegressor
+from .loop import ActiveLearningResult, Budget, active_learning, standardize_features
 from .scenes import PropertyScene, cut_patches, dopant_scene
 from .storage import Measurement, MeasurementLog
+
+#: JAX-backed names, imported from their module on first access (``import atomsmith.explore`` stays light)
+_LAZY = {
+    "PHASE_TRANSITION_MODELS": "hypothesis", "Hypothesis": "hypothesis", "HypothesisResult": "hypothesis",
+    "first_order_transition": "hypothesis", "hypothesis_learning": "hypothesis",
+    "second_order_transition": "hypothesis",
+    "DKLRegressor": "models", "GPRegressor": "models", "StructuredGP": "models", "make_model": "models",
+    "MultiTaskDKLRegressor": "multitask", "MultiTaskGPRegressor": "multitask",
+}
 
 __all__ = [
     "ACQUISITIONS", "ActiveLearner", "ActiveLearningResult", "Budget", "DKLRegressor", "EdgeIntegral", "EdgeRatio",
@@ -41,3 +40,11 @@ __all__ = [
     "second_order_transition", "select_batch", "standardize_features", "statistical_distance",
     "travel_penalty", "ucb", "ue",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'atomsmith.explore' has no attribute {name!r}")

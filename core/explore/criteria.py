@@ -126,6 +126,15 @@ class WindowIntegral:
         return f"counts {self.lo_eV:g}-{self.hi_eV:g} eV"
 
 
+def evaluate(criterion: typing.Callable[[typing.Any], float], spectrum: typing.Any) -> float:
+    """``criterion(spectrum)`` as a float; NaN when it raises ArithmeticError or ValueError (a
+    failed fit, a window the spectrum does not reach)."""
+    try:
+        return float(criterion(spectrum))
+    except (ArithmeticError, ValueError):
+        return float("nan")
+
+
 Criterion = EdgeIntegral | EdgeRatio | WindowIntegral
 _NUM = r"[-+]?\d+(?:\.\d*)?"
 

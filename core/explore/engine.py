@@ -198,6 +198,19 @@ def _gp_nll_bwd(res, g):
 gp_nll.defvjp(_gp_nll_fwd, _gp_nll_bwd)
 
 
+def _masked_system(params: Params, X: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray,
+                   cfg: EngineConfig) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(z, K, r) of the masked training set: kernel-space coordinates, the (C, C) covariance with
+    noise and jitter (padded rows decoupled with unit variance) and the residual from the mean
+    (0 on padding)."""
+    z = embed(params, X, cfg)
+    mm = mask[:, None] * mask[None, :]
+    K = _kernel(z, z, params, cfg) + (_noise(params, cfg) + cfg.jitter) * jnp.eye(X.shape[0])
+    K = K * mm + jnp.diag(1.0 - mask)
+    r = (y - _mean(params, X, cfg)) * mask
+    return z, K, r
+
+
 def loss(params: Params, X: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray, cfg: EngineConfig) -> jnp.ndarray:
     """Negative log posterior (up to a constant) of the masked training set.
 
@@ -206,12 +219,7 @@ def loss(params: Params, X: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray, cfg:
     weights and biases, uniform boxes on mean parameters (via a logistic map, Jacobian
     included so the box prior is flat).
     """
-    z = embed(params, X, cfg)
-    n = X.shape[0]
-    mm = mask[:, None] * mask[None, :]
-    K = _kernel(z, z, params, cfg) + (_noise(params, cfg) + cfg.jitter) * jnp.eye(n)
-    K = K * mm + jnp.diag(1.0 - mask)
-    r = (y - _mean(params, X, cfg)) * mask
+    _, K, r = _masked_system(params, X, y, mask, cfg)
     nll = gp_nll(K, r)
     prior = 0.5 * (jnp.sum(params["log_ls"] ** 2) + (params["log_scale"] - cfg.log_scale_prior_loc) ** 2
                    + params["log_noise"] ** 2)
@@ -254,15 +262,9 @@ def train(params: Params, opt_state: Any, X: jnp.ndarray, y: jnp.ndarray, mask: 
 def predict(params: Params, X: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray, X_new: jnp.ndarray,
             cfg: EngineConfig, noiseless: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Posterior mean and (diagonal) variance at ``X_new`` given the masked training set."""
-    z = embed(params, X, cfg)
+    z, K, r = _masked_system(params, X, y, mask, cfg)
     zn = embed(params, X_new, cfg)
-    n = X.shape[0]
-    mm = mask[:, None] * mask[None, :]
-    noise = _noise(params, cfg)
-    K = _kernel(z, z, params, cfg) + (noise + cfg.jitter) * jnp.eye(n)
-    K = K * mm + jnp.diag(1.0 - mask)
     Li = tri_inv(cholesky(K))
-    r = (y - _mean(params, X, cfg)) * mask
     alpha = Li.T @ (Li @ r)
     Ks = _kernel(zn, z, params, cfg) * mask[None, :]
     mean = Ks @ alpha + _mean(params, X_new, cfg)
@@ -270,7 +272,7 @@ def predict(params: Params, X: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray, X
     var = jnp.exp(params["log_scale"]) - jnp.sum(v * v, 0)
     var = jnp.maximum(var, 1e-12)
     if not noiseless:
-        var = var + noise
+        var = var + _noise(params, cfg)
     return mean, var
 
 

@@ -164,6 +164,17 @@ class _ModelFit:
         return -0.5 * self.n * np.log(self.sigma2) - 0.5 * self.n - 0.5 * (self.k + 1) * np.log(self.n)
 
 
+def _box(h: Hypothesis) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) arrays of a hypothesis' prior box, in parameter order."""
+    return (np.array([b[0] for b in h.bounds.values()], float), np.array([b[1] for b in h.bounds.values()], float))
+
+
+def _finite(X: np.ndarray, idx: list[int], vals: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, values) of the measurements with a finite value."""
+    ok = np.isfinite(vals)
+    return X[np.asarray(idx)[ok]], np.asarray(vals)[ok]
+
+
 def _fit_hypothesis(h: Hypothesis, X: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_starts: int,
                     previous: np.ndarray | None) -> _ModelFit:
     """Least squares of the model alone (no GP residual), multi-start in the prior box: the
@@ -171,8 +182,7 @@ def _fit_hypothesis(h: Hypothesis, X: np.ndarray, y: np.ndarray, rng: np.random.
     from scipy.optimize import least_squares
 
     f, jac = _jitted(h)
-    lo = np.array([b[0] for b in h.bounds.values()], float)
-    hi = np.array([b[1] for b in h.bounds.values()], float)
+    lo, hi = _box(h)
     Xj = jnp.asarray(X, jnp.float32)
     yy = np.asarray(y, float)
 
@@ -213,16 +223,15 @@ def _predictive(h: Hypothesis, fit: _ModelFit, X: np.ndarray) -> tuple[np.ndarra
     return np.nan_to_num(mu), J
 
 
-def _log_evidence(h: Hypothesis, fit: _ModelFit, Xi: np.ndarray, method: str) -> float:
-    """Log evidence of a fitted model: ``"bic"`` (-BIC/2) or ``"laplace"`` (Laplace around the
-    optimum with the uniform prior boxes; the Gauss-Newton Hessian is regularised by the box's
-    own precision, 12 / width^2, so flat directions cannot claim more volume than the prior)."""
+def _log_evidence(h: Hypothesis, fit: _ModelFit, J: np.ndarray, method: str) -> float:
+    """Log evidence of a fitted model (``J``: its Jacobian at the fitted points, see
+    :func:`_predictive`): ``"bic"`` (-BIC/2) or ``"laplace"`` (Laplace around the optimum with the
+    uniform prior boxes; the Gauss-Newton Hessian is regularised by the box's own precision,
+    12 / width^2, so flat directions cannot claim more volume than the prior)."""
     if method == "bic":
         return fit.log_evidence
-    lo = np.array([b[0] for b in h.bounds.values()], float)
-    hi = np.array([b[1] for b in h.bounds.values()], float)
+    lo, hi = _box(h)
     width = hi - lo
-    _, J = _predictive(h, fit, Xi)
     H = J.T @ J / fit.sigma2 + np.diag(12.0 / width ** 2)
     sign, logdet = np.linalg.slogdet(H)
     if sign <= 0:
@@ -248,22 +257,23 @@ def _discrimination_run(X, measure, models, budget, n_seed, seed, n_starts, evid
     draws: list[int] = []
 
     def refit():
-        ok = np.isfinite(vals)
-        Xi, yi = X[np.asarray(idx)[ok]], np.asarray(vals)[ok]
+        """Fit every model to the finite points: (Jacobians there, log evidences, probabilities)."""
+        Xi, yi = _finite(X, idx, vals)
+        Js = []
         for k, h in enumerate(models):
             fits[k] = _fit_hypothesis(h, Xi, yi, rng, n_starts, None if fits[k] is None else fits[k].theta)
-        return Xi
+            Js.append(_predictive(h, fits[k], Xi)[1])
+        le = np.array([_log_evidence(h, ft, J, evidence) for h, ft, J in zip(models, fits, Js, strict=True)])
+        P = np.exp(le - le.max())
+        return Js, le, P / P.sum()
 
     while len(idx) < int(budget) and not measured.all():
-        Xi = refit()
-        le = np.array([_log_evidence(h, ft, Xi, evidence) for h, ft in zip(models, fits, strict=True)])
-        P = np.exp(le - le.max())
-        P /= P.sum()
+        Js, _, P = refit()
         draws.append(int(np.argmax(P)))
         mus, vs = [], []
         for k, h in enumerate(models):
             mu, J = _predictive(h, fits[k], X)
-            _, Jt = _predictive(h, fits[k], Xi)
+            Jt = Js[k]
             s2 = fits[k].sigma2
             # linearised parameter covariance s2 (Jt' Jt)^-1 -> predictive variance of the model
             A = Jt.T @ Jt + 1e-6 * np.eye(Jt.shape[1]) * max(np.trace(Jt.T @ Jt), 1e-12) / Jt.shape[1]
@@ -297,11 +307,9 @@ def _discrimination_run(X, measure, models, budget, n_seed, seed, n_starts, evid
                 var = s2[k] + vs[k][nxt]
                 lpd_sum[k] += -0.5 * (np.log(2 * np.pi * var) + (y_new - mus[k][nxt]) ** 2 / var)
             lpd_n += 1
-    Xi = refit()
-    le = np.array([_log_evidence(h, ft, Xi, evidence) for h, ft in zip(models, fits, strict=True)])
+    _, le, P = refit()
     params = [{n: float(v) for n, v in zip(h.bounds, ft.theta, strict=True)} for h, ft in zip(models, fits, strict=True)]
-    P = np.exp(le - le.max())
-    return (int(np.argmax(le)), le, lpd_sum / max(lpd_n, 1), np.asarray(draws, int), idx, vals, params, P / P.sum())
+    return (int(np.argmax(le)), le, lpd_sum / max(lpd_n, 1), np.asarray(draws, int), idx, vals, params, P)
 
 
 def hypothesis_learning(
@@ -382,8 +390,7 @@ def hypothesis_learning(
     prev_unc = np.full(M, np.nan)
     draws: list[int] = []
     while len(idx) < int(budget) and not measured.all():
-        ok = np.isfinite(vals)
-        Xi, yi = X[np.asarray(idx)[ok]], np.asarray(vals)[ok]
+        Xi, yi = _finite(X, idx, vals)
         mean_r = np.where(reward_n > 0, reward_sum / np.maximum(reward_n, 1), 0.0)
         m = _policy(mean_r, rng, policy, float(temperature), float(eps))
         draws.append(m)
@@ -417,9 +424,9 @@ def hypothesis_learning(
             reward_sum[m] += r
             reward_n[m] += 1
     if reward == "uncertainty":  # the choice is still made on the predictive score: fit all models
-        ok = np.isfinite(vals)
+        Xi, yi = _finite(X, idx, vals)
         for gp in gps:
-            gp.fit(X[np.asarray(idx)[ok]], np.asarray(vals)[ok])
+            gp.fit(Xi, yi)
     mean_r = np.where(reward_n > 0, reward_sum / np.maximum(reward_n, 1), 0.0)
     params = [gp.mean_params_ if gp.params is not None else {} for gp in gps]
     return HypothesisResult(chosen=int(np.argmax(scores)), names=tuple(h.name for h in models), scores=scores,

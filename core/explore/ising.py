@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 
 def _neighbour_sums(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +109,8 @@ def monte_carlo(J1: float, J2: float, h: float = 0.0, *, shape: tuple[int, int] 
 
 def pseudo_likelihood_fit(config: np.ndarray) -> tuple[float, float, float]:
     """(J1, J2, h) in kT by maximum pseudo-likelihood: ``P(s_i | rest) = sigmoid(2 s_i (J1 n1 + J2 n2 + h))``."""
+    from scipy.optimize import minimize
+
     s = _check_config(config).astype(np.float64)
     n1, n2 = _neighbour_sums(s)
     F = np.stack([n1.ravel(), n2.ravel(), np.ones(s.size)], 1)
@@ -171,6 +172,8 @@ def fit_lattice_model(config: np.ndarray, *, burn_sweeps: int = 30, sample_sweep
     Returns:
         :class:`LatticeModelFit`.
     """
+    from scipy.optimize import minimize
+
     s0 = _check_config(config)
     target = neighbourhood_histogram(s0)
     start = pseudo_likelihood_fit(s0)

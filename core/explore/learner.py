@@ -8,13 +8,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..instrument.protocol import Instrument, Spectrum
+from .criteria import evaluate
 from .loop import ActiveLearningResult, Budget, active_learning
 from .scenes import cut_patches
 from .storage import Measurement, MeasurementLog
+
+if TYPE_CHECKING:  # type hints only: importing atomsmith.instrument loads the simulator
+    from ..instrument.protocol import Instrument, Spectrum
 
 
 class ExperimentInterrupted(RuntimeError):
@@ -222,7 +226,8 @@ class ActiveLearner:
                 blanking; the measurements so far are stored and attached.
         """
         t0 = time.perf_counter()
-        stop = {"reason": "exhausted"}
+        learning = None
+        spent_s = None  # elapsed seconds when the instrument budget (time, dose or points) stopped the run
         try:
             if self.features is None:
                 if self.log.has_survey():
@@ -234,20 +239,15 @@ class ActiveLearner:
             xy = self.candidates_xy_nm
 
             def measure(i: int) -> float:
-                n_now = len(self.log.read())
-                if self.budget.reached(n_now, time.perf_counter() - t0, self._peak_dose()):
+                if self.budget.reached(len(self.log), time.perf_counter() - t0, self._peak_dose()):
                     raise _BudgetSpent
                 p = (float(xy[i, 0]), float(xy[i, 1]))
                 spec = self.instrument.acquire_spectrum(p, self.exposure_ms)
-                try:
-                    v = float(self.criterion(spec))
-                except (ArithmeticError, ValueError):
-                    v = float("nan")
+                v = evaluate(self.criterion, spec)
                 self.log.append(index=i, xy_nm=p, value=v, time_s=spec.time_s, exposure_ms=spec.exposure_ms,
                                 energy_eV=spec.energy_eV, counts=spec.counts)
                 return v
 
-            learning = None
             try:
                 learning = active_learning(
                     self.features, measure, Budget(points=self.budget.points or len(xy)), model=self.model,
@@ -256,26 +256,24 @@ class ActiveLearner:
                     batch_size=self.batch_size, xy=xy, travel_penalty=self.travel_penalty,
                     model_options=self.model_options, initial=initial if len(done) else None,
                     progress=self.progress)
-                n = len(self.log.read())
-                if self.budget.points is not None and n >= self.budget.points:
-                    stop["reason"] = "points"
             except _BudgetSpent:
-                n = len(self.log.read())
-                if self.budget.points is not None and n >= self.budget.points:
-                    stop["reason"] = "points"
-                elif self.budget.time_s is not None and time.perf_counter() - t0 >= self.budget.time_s:
-                    stop["reason"] = "time"
-                else:
-                    stop["reason"] = "dose"
+                spent_s = time.perf_counter() - t0
         except Exception as exc:
-            self._blank()
             ms = self.log.read()
             raise ExperimentInterrupted(f"experiment stopped after {len(ms)} stored measurements: "
                                         f"{type(exc).__name__}: {exc}", ms, self.log.directory) from exc
         finally:
-            self._blank()
+            self._blank()  # also before an ExperimentInterrupted reaches the caller
+        if self.budget.points is not None and len(self.log) >= self.budget.points:
+            reason = "points"
+        elif spent_s is None:
+            reason = "exhausted"
+        elif self.budget.time_s is not None and spent_s >= self.budget.time_s:
+            reason = "time"
+        else:
+            reason = "dose"
         return ExperimentResult(measurements=self.log.read(), candidates_xy_nm=self.candidates_xy_nm,
-                                survey_image=self.survey_image, stop_reason=stop["reason"], learning=learning)
+                                survey_image=self.survey_image, stop_reason=reason, learning=learning)
 
     def _blank(self) -> None:
         try:

@@ -19,7 +19,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .acquisition import ACQUISITIONS, acquire, select_batch, travel_penalty
-from .models import make_model, standardize_features
+
+
+def standardize_features(features: np.ndarray) -> np.ndarray:
+    """Features scaled to zero mean and unit variance per column (constant columns stay 0).
+
+    Args:
+        features: (N, d) array, one row per candidate (e.g. a flattened image patch).
+
+    Returns:
+        (N, d) float32 array.
+
+    Raises:
+        ValueError: if ``features`` is not 2D or holds NaN/inf.
+    """
+    X = np.asarray(features, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"features must be (N, d) with N, d >= 1; got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"features hold {int(np.sum(~np.isfinite(X)))} NaN/inf values")
+    sd = X.std(0)
+    sd[sd < 1e-12] = 1.0
+    return ((X - X.mean(0)) / sd).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -105,17 +126,22 @@ class ActiveLearningResult:
     def predict(self, *, noiseless: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance (N,) for every candidate from a model fitted to *all* measurements.
 
-        The model is refitted once (warm) on every finite measurement, then cached. For the
-        ``"random"`` baseline a GP is fitted.
+        The model is refitted once (warm) on every finite measurement; the fit and the prediction
+        for each ``noiseless`` are cached. For the ``"random"`` baseline a GP is fitted.
         """
-        if "mv" not in self._cache:
-            ok = np.isfinite(self.values)
-            if ok.sum() < 1:
-                raise RuntimeError("no finite measurement to fit")
-            model = self._model if self._model is not None else make_model("gp")
-            model.fit(self.features[self.indices[ok]], self.values[ok])
-            self._cache["mv"] = model.predict(self.features, noiseless=noiseless)
-        return self._cache["mv"]
+        key = ("mv", bool(noiseless))
+        if key not in self._cache:
+            if "model" not in self._cache:
+                ok = np.isfinite(self.values)
+                if ok.sum() < 1:
+                    raise RuntimeError("no finite measurement to fit")
+                from .models import make_model
+
+                model = self._model if self._model is not None else make_model("gp")
+                model.fit(self.features[self.indices[ok]], self.values[ok])
+                self._cache["model"] = model
+            self._cache[key] = self._cache["model"].predict(self.features, noiseless=noiseless)
+        return self._cache[key]
 
     def to_dict(self) -> dict:
         """Arrays and settings as a dict (no model)."""
@@ -285,6 +311,8 @@ def active_learning(
         >>> len(r.indices), r.values.shape
         (25, (25,))
     """
+    from .models import make_model
+
     X = standardize_features(features)
     N = len(X)
     bud = Budget.coerce(budget)

@@ -24,28 +24,7 @@ import numpy as np
 
 from . import engine
 from .engine import EngineConfig, MeanFn
-
-
-def standardize_features(features: np.ndarray) -> np.ndarray:
-    """Features scaled to zero mean and unit variance per column (constant columns stay 0).
-
-    Args:
-        features: (N, d) array, one row per candidate (e.g. a flattened image patch).
-
-    Returns:
-        (N, d) float32 array.
-
-    Raises:
-        ValueError: if ``features`` is not 2D or holds NaN/inf.
-    """
-    X = np.asarray(features, dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise ValueError(f"features must be (N, d) with N, d >= 1; got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"features hold {int(np.sum(~np.isfinite(X)))} NaN/inf values")
-    sd = X.std(0)
-    sd[sd < 1e-12] = 1.0
-    return ((X - X.mean(0)) / sd).astype(np.float32)
+from .loop import standardize_features as standardize_features  # re-export (numpy only)
 
 
 class _EngineModel:
@@ -55,6 +34,8 @@ class _EngineModel:
 
     def __init__(self, cfg: EngineConfig, *, num_steps_initial: int, num_steps: int, warm_start: bool,
                  fresh_every: int | None, normalize_y: bool, seed: int) -> None:
+        if cfg.kernel not in ("rbf", "matern52"):
+            raise ValueError(f"kernel={cfg.kernel!r} must be 'rbf' or 'matern52'")
         if num_steps_initial < 1 or num_steps < 1:
             raise ValueError(f"num_steps_initial={num_steps_initial} and num_steps={num_steps} must be >= 1")
         self.cfg = cfg
@@ -246,8 +227,6 @@ class GPRegressor(_EngineModel):
     def __init__(self, *, kernel: str = "rbf", ard: bool | None = None, num_steps_initial: int = 300,
                  num_steps: int = 60, step_size: float = 0.05, warm_start: bool = True,
                  fresh_every: int | None = None, seed: int = 0) -> None:
-        if kernel not in ("rbf", "matern52"):
-            raise ValueError(f"kernel={kernel!r} must be 'rbf' or 'matern52'")
         self._ard = ard
         cfg = EngineConfig(kernel=kernel, hidden=(), ard=bool(ard) if ard is not None else True,
                            step_size=float(step_size))
@@ -299,8 +278,6 @@ class DKLRegressor(_EngineModel):
             raise ValueError(f"hidden={hidden} must be one or more positive widths")
         if int(z_dim) < 1:
             raise ValueError(f"z_dim={z_dim} must be >= 1")
-        if kernel not in ("rbf", "matern52"):
-            raise ValueError(f"kernel={kernel!r} must be 'rbf' or 'matern52'")
         cfg = EngineConfig(kernel=kernel, hidden=tuple(int(h) for h in hidden), z_dim=int(z_dim), ard=True,
                            step_size=float(step_size), weight_prior_scale=float(weight_prior_scale))
         super().__init__(cfg, num_steps_initial=num_steps_initial, num_steps=num_steps, warm_start=warm_start,

@@ -30,16 +30,24 @@ from .gpax_models import _gpax
 
 
 class _MultiTaskBase:
-    """Validation, target standardisation and the task covariance shared by the multitask
-    models; subclasses build and fit the gpax model in :meth:`_fit_model` and predict in
-    :meth:`_posterior`."""
+    """Settings, validation, target standardisation and the task covariance shared by the
+    multitask models; subclasses build and fit the gpax model in ``fit`` and predict in
+    ``predict``."""
 
-    num_tasks: int | None
-    rank: int | None
-    num_latents: int
     _flatten_inputs = False
 
-    def _init_state(self) -> None:
+    def __init__(self, *, num_tasks: int | None, kernel: str, rank: int | None, num_latents: int, num_steps: int,
+                 step_size: float, jitter: float, seed: int, progress: bool) -> None:
+        _check_settings(num_tasks, rank, num_latents, num_steps, step_size, kernel)
+        self.num_tasks = None if num_tasks is None else int(num_tasks)
+        self.kernel = kernel
+        self.rank = None if rank is None else int(rank)
+        self.num_latents = int(num_latents)
+        self.num_steps = int(num_steps)
+        self.step_size = float(step_size)
+        self.jitter = float(jitter)
+        self.seed = int(seed)
+        self.progress = bool(progress)
         self._model = None
         self.params_: dict | None = None
         self.losses_: np.ndarray | None = None
@@ -108,6 +116,29 @@ class _MultiTaskBase:
         num_tasks = self.num_tasks if self.num_tasks is not None else int(t.max()) + 1
         return num_tasks, (self.rank if self.rank is not None else max(1, num_tasks - 1))
 
+    def _prepare(self, X: np.ndarray, y: np.ndarray, task) -> tuple:  # noqa: ANN001
+        """The fit's inputs: (gpax inputs ``[X, task]`` (n, d + 1), standardised targets (n,) as
+        float32 jax arrays, input dimension d, number of tasks, rank)."""
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        X, yn, t = self._check_fit_data(X, y, task)
+        num_tasks, rank = self._tasks_and_rank(t)
+        Xa = jnp.asarray(np.column_stack([X, t]), dtype=jnp.float32)
+        return Xa, jnp.asarray(yn, dtype=jnp.float32), X.shape[1], num_tasks, rank
+
+    def _predict_inputs(self, X: np.ndarray, task) -> np.ndarray:  # noqa: ANN001
+        """Validated ``[X, task]`` (m, d + 1) float32 rows for gpax's posterior."""
+        self._require_fit()
+        X = self._check_X(X)
+        t = self._check_task(task, len(X), self.num_tasks_)
+        return np.column_stack([X, t]).astype(np.float32)
+
+    def _unstandardise(self, means: list, vars_: list) -> tuple[np.ndarray, np.ndarray]:
+        """Batched posterior means and variances joined, in the caller's target units."""
+        mean = np.concatenate(means) * self.y_std_ + self.y_mean_
+        var = np.clip(np.concatenate(vars_), 0.0, None) * self.y_std_ ** 2
+        return mean, var
+
     def _require_fit(self) -> None:
         if self._model is None or self.params_ is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(X, y, task) first")
@@ -160,17 +191,8 @@ class MultiTaskGPRegressor(_MultiTaskBase):
     def __init__(self, *, num_tasks: int | None = None, kernel: str = "RBF", rank: int | None = None,
                  num_latents: int = 1, num_steps: int = 500, step_size: float = 0.05, jitter: float = 1e-6,
                  seed: int = 0, progress: bool = False) -> None:
-        _check_settings(num_tasks, rank, num_latents, num_steps, step_size, kernel)
-        self.num_tasks = None if num_tasks is None else int(num_tasks)
-        self.kernel = kernel
-        self.rank = None if rank is None else int(rank)
-        self.num_latents = int(num_latents)
-        self.num_steps = int(num_steps)
-        self.step_size = float(step_size)
-        self.jitter = float(jitter)
-        self.seed = int(seed)
-        self.progress = bool(progress)
-        self._init_state()
+        super().__init__(num_tasks=num_tasks, kernel=kernel, rank=rank, num_latents=num_latents,
+                         num_steps=num_steps, step_size=step_size, jitter=jitter, seed=seed, progress=progress)
 
     # -------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: np.ndarray, task: np.ndarray) -> MultiTaskGPRegressor:
@@ -188,14 +210,9 @@ class MultiTaskGPRegressor(_MultiTaskBase):
         from numpyro.infer import SVI, Trace_ELBO  # noqa: PLC0415
         from numpyro.infer.autoguide import AutoDelta  # noqa: PLC0415
 
-        X, yn, t = self._check_fit_data(X, y, task)
-        d = X.shape[1]
-        num_tasks, rank = self._tasks_and_rank(t)
-
+        Xa, yj, d, num_tasks, rank = self._prepare(X, y, task)
         model = gpax.MultiTaskGP(d, self.kernel, num_latents=self.num_latents, shared_input_space=False,
                                  num_tasks=num_tasks, rank=rank)
-        Xa = jnp.asarray(np.column_stack([X, t]), dtype=jnp.float32)
-        yj = jnp.asarray(yn, dtype=jnp.float32)
         model.X_train, model.y_train = Xa, yj
         guide = AutoDelta(model.model)
         svi = SVI(model.model, guide, numpyro.optim.Adam(step_size=self.step_size, b1=0.5), Trace_ELBO(),
@@ -222,19 +239,14 @@ class MultiTaskGPRegressor(_MultiTaskBase):
         """
         import jax.numpy as jnp  # noqa: PLC0415
 
-        self._require_fit()
-        X = self._check_X(X)
-        t = self._check_task(task, len(X), self.num_tasks_)
-        Xa = np.column_stack([X, t]).astype(np.float32)
+        Xa = self._predict_inputs(X, task)
         means, vars_ = [], []
         for i in range(0, len(Xa), max(1, int(batch_size))):
             mean, cov = self._model.get_mvn_posterior(jnp.asarray(Xa[i:i + batch_size]), self.params_,
                                                       noiseless, jitter=self.jitter)
             means.append(np.asarray(mean, np.float64))
             vars_.append(np.asarray(jnp.diagonal(cov), np.float64))
-        mean = np.concatenate(means) * self.y_std_ + self.y_mean_
-        var = np.clip(np.concatenate(vars_), 0.0, None) * self.y_std_ ** 2
-        return mean, var
+        return self._unstandardise(means, vars_)
 
 
 class MultiTaskDKLRegressor(_MultiTaskBase):
@@ -280,21 +292,12 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
                  rank: int | None = None, num_latents: int = 1, nn=None,  # noqa: ANN001
                  num_steps: int = 1000, step_size: float = 0.01, jitter: float = 1e-6, seed: int = 0,
                  progress: bool = False) -> None:
-        _check_settings(num_tasks, rank, num_latents, num_steps, step_size, kernel)
+        super().__init__(num_tasks=num_tasks, kernel=kernel, rank=rank, num_latents=num_latents,
+                         num_steps=num_steps, step_size=step_size, jitter=jitter, seed=seed, progress=progress)
         if int(z_dim) < 1:
             raise ValueError(f"z_dim={z_dim} must be >= 1")
-        self.num_tasks = None if num_tasks is None else int(num_tasks)
         self.z_dim = int(z_dim)
-        self.kernel = kernel
-        self.rank = None if rank is None else int(rank)
-        self.num_latents = int(num_latents)
         self.nn = nn
-        self.num_steps = int(num_steps)
-        self.step_size = float(step_size)
-        self.jitter = float(jitter)
-        self.seed = int(seed)
-        self.progress = bool(progress)
-        self._init_state()
         self.nn_params_: dict | None = None
         self._posterior_fns: dict = {}
 
@@ -312,14 +315,9 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
         import jax  # noqa: PLC0415
         import jax.numpy as jnp  # noqa: PLC0415
 
-        X, yn, t = self._check_fit_data(X, y, task)
-        d = X.shape[1]
-        num_tasks, rank = self._tasks_and_rank(t)
-
+        Xa, yj, d, num_tasks, rank = self._prepare(X, y, task)
         model = gpax.viMTDKL(d, self.z_dim, self.kernel, num_latents=self.num_latents,
                              shared_input_space=False, num_tasks=num_tasks, rank=rank, nn=self.nn)
-        Xa = jnp.asarray(np.column_stack([X, t]), dtype=jnp.float32)
-        yj = jnp.asarray(yn, dtype=jnp.float32)
         # gpax's viDKL.fit drops its **kwargs (the jitter) for 1-D targets; single_fit passes them on
         model.X_train, model.y_train = Xa, yj
         nn_params, k_params, losses = model.single_fit(
@@ -361,24 +359,21 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
         noise of each point's task. Batches are padded to a power of two (at least 16) so that a
         few sizes compile.
         """
-        self._require_fit()
-        X = self._check_X(X)
-        t = self._check_task(task, len(X), self.num_tasks_)
-        Xa = np.column_stack([X, t]).astype(np.float32)
+        from .engine import capacity_for  # noqa: PLC0415
+
+        Xa = self._predict_inputs(X, task)
         fn = self._posterior_fn(bool(noiseless))
         bs = max(1, int(batch_size))
         means, vars_ = [], []
         for i in range(0, len(Xa), bs):
             chunk = Xa[i:i + bs]
-            cap = max(16, 1 << (len(chunk) - 1).bit_length())
+            cap = capacity_for(len(chunk))
             padded = np.zeros((cap, Xa.shape[1]), np.float32)
             padded[:len(chunk)] = chunk  # padding rows: zeros, task 0; dropped below
             mean, var = fn(padded, self.nn_params_, self.params_)
             means.append(np.asarray(mean, np.float64)[:len(chunk)])
             vars_.append(np.asarray(var, np.float64)[:len(chunk)])
-        mean = np.concatenate(means) * self.y_std_ + self.y_mean_
-        var = np.clip(np.concatenate(vars_), 0.0, None) * self.y_std_ ** 2
-        return mean, var
+        return self._unstandardise(means, vars_)
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         """Latent coordinates ``nn(X)`` (m, z_dim) of the fitted network."""

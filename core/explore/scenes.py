@@ -14,13 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..simulate.crystal import build_crystal
-from ..simulate.defects import add_vacancies, substitute
-from ..simulate.eels import EDGES
-from ..simulate.haadf import render_haadf
-from ..simulate.haadf_eels_pair import delocalization_d50_A, element_amount_maps
-from ..simulate.probe import Probe
-
 
 @dataclass(frozen=True, eq=False)
 class PropertyScene:
@@ -94,6 +87,13 @@ def dopant_scene(shape_px: tuple[int, int] = (73, 73), pixel_size_nm: float = 0.
         stride_px: step between candidate centres.
         seed: lattice rotation/shift, defect sites and noise.
     """
+    from ..simulate.crystal import build_crystal
+    from ..simulate.defects import add_vacancies, substitute
+    from ..simulate.eels import EDGES
+    from ..simulate.haadf import render_haadf
+    from ..simulate.haadf_eels_pair import delocalization_d50_A, element_amount_maps
+    from ..simulate.probe import Probe
+
     rng = np.random.default_rng(seed)
     ny, nx = int(shape_px[0]), int(shape_px[1])
     px_A = pixel_size_nm * 10.0

@@ -80,6 +80,14 @@ class MeasurementLog:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "spectra").mkdir(exist_ok=True)
+        self._count: int | None = None  # complete measurements; read from disk once, then kept
+        self._end = 0  # byte offset after the last complete line (set with _count)
+
+    def __len__(self) -> int:
+        """Number of complete measurements (the file is read once; appends keep the count)."""
+        if self._count is None:
+            self.read()
+        return int(self._count)
 
     @property
     def survey_path(self) -> Path:
@@ -117,32 +125,38 @@ class MeasurementLog:
                exposure_ms: float, energy_eV: np.ndarray | None = None,
                counts: np.ndarray | None = None) -> Measurement:
         """Store one measurement now: the spectrum file first, then its JSON line (fsync'ed)."""
-        number = len(self.read())
+        number = len(self)
         m = Measurement(number=number, index=int(index), xy_nm=(float(xy_nm[0]), float(xy_nm[1])),
                         value=float(value), time_s=float(time_s), wall_time=time.time(),
                         exposure_ms=float(exposure_ms))
         if counts is not None:
             _atomic_savez(self.directory / "spectra" / f"{number:06d}.npz", counts=np.asarray(counts),
                           energy_eV=np.asarray(energy_eV if energy_eV is not None else []))
-        with open(self.lines_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(m.to_dict()) + "\n")
+        line = (json.dumps(m.to_dict()) + "\n").encode("utf-8")
+        with open(self.lines_path, "ab") as f:
+            if f.tell() > self._end:  # drop a half-written last line, or the new one would join it
+                f.truncate(self._end)
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
+        self._count, self._end = number + 1, self._end + len(line)
         return m
 
     def read(self) -> list[Measurement]:
         """All complete measurements in order (a truncated last line is skipped)."""
-        if not self.lines_path.exists():
-            return []
         out: list[Measurement] = []
-        with open(self.lines_path, encoding="utf-8") as f:
-            for line in f:
-                if not line.endswith("\n"):
-                    break  # half-written
-                try:
-                    out.append(Measurement.from_dict(json.loads(line)))
-                except (ValueError, KeyError):
-                    break
+        end = 0
+        if self.lines_path.exists():
+            with open(self.lines_path, "rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # half-written
+                    try:
+                        out.append(Measurement.from_dict(json.loads(line)))
+                    except (ValueError, KeyError):
+                        break
+                    end += len(line)
+        self._count, self._end = len(out), end
         return out
 
     def spectrum(self, number: int) -> tuple[np.ndarray, np.ndarray]:

@@ -265,6 +265,19 @@ def test_fault_mid_run_blanks_keeps_data_and_resumes(tmp_path):
     assert inst.blanked
 
 
+def test_log_append_after_half_written_line_keeps_every_measurement(tmp_path):
+    log = MeasurementLog(tmp_path / "log")
+    log.append(index=3, xy_nm=(0.1, 0.2), value=1.5, time_s=0.0, exposure_ms=10.0)
+    with open(log.lines_path, "a", encoding="utf-8") as f:
+        f.write('{"number": 1, "index": 7, "xy_')  # a crash mid-write
+    log = MeasurementLog(tmp_path / "log")  # a resumed run
+    assert [m.index for m in log.read()] == [3]
+    log.append(index=5, xy_nm=(0.3, 0.4), value=2.5, time_s=1.0, exposure_ms=10.0)
+    log.append(index=6, xy_nm=(0.5, 0.6), value=3.5, time_s=2.0, exposure_ms=10.0)
+    ms = MeasurementLog(tmp_path / "log").read()
+    assert [m.index for m in ms] == [3, 5, 6] and [m.number for m in ms] == [0, 1, 2]
+
+
 # ----------------------------------------------------------------------------- hypothesis learning
 @pytest.mark.slow
 def test_hypothesis_learning_picks_the_generating_model():
