@@ -434,10 +434,10 @@ class AtomicResolutionMovie(AtomicResolutionImage):
         ``Signal1D`` (navigation: class, signal: time)."""
         import hyperspy.api as hs
 
+        from atomsmith.dynamics import class_counts
+
         dyn = self._dyn()
-        k = dyn.classes.n_classes
-        counts = np.array([[int(np.sum(np.asarray(lab) == c)) for lab in dyn.labels] for c in range(k)], float)
-        out = hs.signals.Signal1D(counts)
+        out = hs.signals.Signal1D(class_counts(dyn.labels, dyn.classes.n_classes))
         copy_axes(out.axes_manager.signal_axes, self.axes_manager.navigation_axes[:1])
         out.metadata.General.title = "Defect counts per class"
         return out

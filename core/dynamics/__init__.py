@@ -9,7 +9,7 @@
 - :func:`analyse_movie`: the whole chain on a movie (find, classify, track, Markov, diffusion).
 """
 
-from .classes import DefectClasses, defect_classes, subimage_stack
+from .classes import DefectClasses, class_counts, defect_classes, subimage_stack
 from .diffusion import DiffusionResult, diffusion, diffusion_by_class, split_by_class
 from .markov import TransitionMatrix, stationary_distribution, transition_matrix
 from .normal_modes import (
@@ -22,6 +22,6 @@ from .normal_modes import (
 from .pipeline import MovieDynamics, analyse_movie, find_movie_defects
 from .tracking import estimate_drift, link
 
-__all__ = ["DefectClasses", "MovieDynamics", "NormalModes", "align_neighbourhoods", "neighbourhoods", "normal_modes", "shell_size", "analyse_movie", "defect_classes", "find_movie_defects", "subimage_stack",
+__all__ = ["DefectClasses", "class_counts", "MovieDynamics", "NormalModes", "align_neighbourhoods", "neighbourhoods", "normal_modes", "shell_size", "analyse_movie", "defect_classes", "find_movie_defects", "subimage_stack",
            "DiffusionResult", "TransitionMatrix", "diffusion", "diffusion_by_class", "split_by_class", "estimate_drift", "link", "stationary_distribution",
            "transition_matrix"]

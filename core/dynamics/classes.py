@@ -56,6 +56,21 @@ class DefectClasses:
         return clf.predict(lat)
 
 
+def class_counts(labels, n_classes: int) -> np.ndarray:
+    """(n_classes, T) number of defects of each class in each frame (unclassified, -1, left out).
+
+    Args:
+        labels: per frame, (M_t,) integer class labels.
+        n_classes: number of classes.
+    """
+    k = int(n_classes)
+    out = np.zeros((k, len(labels)))
+    for t, lab in enumerate(labels):
+        lab = np.asarray(lab, int).reshape(-1)
+        out[:, t] = np.bincount(lab[lab >= 0], minlength=k)[:k]
+    return out
+
+
 def subimage_stack(frames, positions, size_px: int) -> tuple[np.ndarray, np.ndarray]:
     """Square crops of ``size_px`` (odd sizes centre exactly) around positions in every frame.
 

@@ -33,6 +33,31 @@ def notify(title: str, text: str) -> None:
         pass
 
 
+def report_failure(name: str, exc: BaseException, detail: str = "") -> str:
+    """In an ``except`` block: log ``exc`` with its traceback and notify "<name> failed" with
+    ``detail`` and the error; returns the error as "<Type>: <message>"."""
+    error = f"{type(exc).__name__}: {exc}"
+    log.exception("atomsmith: %s failed", name)
+    notify(f"{name} failed", detail + error)
+    return error
+
+
+def open_task(window: typing.Any, title: str) -> typing.Any:
+    """A progress entry in the window's task panel (entered), or None when there is no task panel."""
+    try:
+        task = window.create_task_context_manager(title, "table")
+        task.__enter__()
+    except Exception:  # noqa: BLE001  (no task panel: the notification and log remain)
+        return None
+    return task
+
+
+def close_task(window: typing.Any, task: typing.Any) -> None:
+    """Any thread: end a task of :func:`open_task` (None: nothing) on the window's UI thread."""
+    if task is not None:
+        window.queue_task(lambda: task.__exit__(None, None, None))
+
+
 def _slug(text: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text or "image").strip("-")[:40] or "image"
 
@@ -54,8 +79,7 @@ class _MenuItem:
         try:
             self.execute(window)
         except Exception as exc:  # noqa: BLE001  (never into Swift)
-            log.exception("atomsmith: %s failed", self.menu_item_name)
-            notify(f"{self.menu_item_name} failed", f"{type(exc).__name__}: {exc}")
+            report_failure(self.menu_item_name, exc)
 
     def execute(self, window: typing.Any) -> None:
         raise NotImplementedError
@@ -66,6 +90,24 @@ class _MenuItem:
         if di is None:
             raise ValueError("select an image first (click its display panel)")
         return di
+
+
+class _StopItem(_MenuItem):
+    """A menu item that stops a background run by calling ``stop()``; with ``is_running``, only
+    when one runs (else ``idle_text`` is shown as a notification)."""
+
+    idle_text = ""
+
+    def __init__(self, api: typing.Any, stop: typing.Callable[[], typing.Any],
+                 is_running: typing.Callable[[], bool] | None = None) -> None:
+        super().__init__(api)
+        self._stop, self._is_running = stop, is_running
+
+    def execute(self, window: typing.Any) -> None:
+        if self._is_running is not None and not self._is_running():
+            notify(self.menu_item_name, self.idle_text)
+            return
+        self._stop()
 
 
 class FindAtoms(_MenuItem):
@@ -100,8 +142,7 @@ class FindAtoms(_MenuItem):
                 try:
                     _commit()
                 except Exception as exc:  # noqa: BLE001  (never into Swift)
-                    log.exception("atomsmith: Find Atoms failed")
-                    notify("Find Atoms failed", f"{type(exc).__name__}: {exc}")
+                    report_failure("Find Atoms", exc)
 
             def _commit() -> None:
                 t0 = time.perf_counter()
@@ -177,12 +218,7 @@ class TrainOnFrame(_MenuItem):
         title = _slug(di.title)
         self.stop_event.clear()
         self.progress, self.result_path, self.error = (0, self.steps), None, None
-        task = None
-        try:
-            task = window.create_task_context_manager(f"Atomsmith: train on {di.title}", "table")
-            task.__enter__()
-        except Exception:  # noqa: BLE001  (no task panel: the notification and log remain)
-            task = None
+        task = open_task(window, f"Atomsmith: train on {di.title}")
 
         def report() -> None:
             if task is not None:
@@ -211,24 +247,20 @@ class TrainOnFrame(_MenuItem):
                 self.error = f"{type(exc).__name__}: {exc}"
                 notify("Train on This Frame failed", self.error)
             finally:
-                if task is not None:
-                    window.queue_task(lambda: task.__exit__(None, None, None))
+                close_task(window, task)
 
         self.thread = threading.Thread(target=work, name="atomsmith training", daemon=True)
         self.thread.start()
 
 
-class StopTraining(_MenuItem):
+class StopTraining(_StopItem):
     """Stop the training run (the model keeps what it has learnt and is used)."""
 
     menu_item_name = "Stop Training"
 
     def __init__(self, api: typing.Any, trainer: TrainOnFrame) -> None:
-        super().__init__(api)
+        super().__init__(api, trainer.stop_event.set)
         self.trainer = trainer
-
-    def execute(self, window: typing.Any) -> None:
-        self.trainer.stop_event.set()
 
 
 class UseGenericModel(_MenuItem):

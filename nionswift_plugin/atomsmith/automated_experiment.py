@@ -34,6 +34,7 @@ attributes (``criterion``, ``edge_width_eV``, ``budget``, ``candidates``, ``lear
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import pathlib
 import threading
@@ -41,11 +42,13 @@ import typing
 
 import numpy as np
 
-from .actions import _MenuItem, log, notify
+from .actions import _MenuItem, _StopItem, log, notify
+from .graphics import LENGTH_NM
 from .state import STATE
 
 EXPLORE_GRAPHIC_ID = "atomsmith.explore"
-_LENGTH_NM = {"nm": 1.0, "Å": 0.1, "A": 0.1, "pm": 1e-3, "um": 1e3, "µm": 1e3}
+#: the start of the predicted map's title (the panel leaves such items out of its survey list)
+PREDICTED_TITLE = "Automated experiment: predicted"
 
 
 class ExperimentStopped(RuntimeError):
@@ -76,7 +79,7 @@ def survey_frame(xdata: typing.Any, to_instrument: typing.Callable[[typing.Any],
     cals = list(xdata.dimensional_calibrations)
     scales, offsets = [], []
     for cal in cals:
-        f = _LENGTH_NM.get(str(cal.units or "").strip())
+        f = LENGTH_NM.get(str(cal.units or "").strip())
         if f is None or not (cal.scale and np.isfinite(cal.scale) and cal.scale > 0):
             raise ValueError(f"the survey image must be calibrated in nm (square pixels); its axes have units "
                              f"{[str(c.units) for c in cals]} and scales {[c.scale for c in cals]}")
@@ -138,9 +141,8 @@ class _SurveyInstrument:
 class _ObservedModel:
     """The surrogate, with every prediction over all candidates handed to ``on_predict``."""
 
-    def __init__(self, inner: typing.Any, n_candidates: int,
-                 on_predict: typing.Callable[[np.ndarray, np.ndarray], None]) -> None:
-        self._inner, self._n, self._on_predict = inner, int(n_candidates), on_predict
+    def __init__(self, inner: typing.Any, on_predict: typing.Callable[[np.ndarray, np.ndarray], None]) -> None:
+        self._inner, self._on_predict = inner, on_predict
         self.name = getattr(inner, "name", type(inner).__name__)
 
     def fit(self, X: np.ndarray, y: np.ndarray, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
@@ -148,11 +150,10 @@ class _ObservedModel:
 
     def predict(self, X: np.ndarray, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
         mean, var = self._inner.predict(X, *args, **kwargs)
-        if len(X) == self._n:
-            try:
-                self._on_predict(np.asarray(mean, float), np.asarray(var, float))
-            except Exception:  # noqa: BLE001  (display only: never stop the run)
-                log.exception("atomsmith: could not show the predicted map")
+        try:
+            self._on_predict(np.asarray(mean, float), np.asarray(var, float))
+        except Exception:  # noqa: BLE001  (display only: never stop the run)
+            log.exception("atomsmith: could not show the predicted map")
         return mean, var
 
     def __getattr__(self, name: str) -> typing.Any:
@@ -227,18 +228,20 @@ class AutomatedExperiment(_MenuItem):
         self.result: typing.Any = None
         self.measurements: list[typing.Any] = []
         self.error: str | None = None
-        self.stopped = False
         self.state = "idle"
         self.point_graphics: list[typing.Any] = []
         self.predicted_item: typing.Any = None
-        self.predicted_mean: np.ndarray | None = None
-        self.n_updates = 0
         self.n_measured = 0
         self.best: tuple[float, tuple[float, float]] | None = None
         self.budget_points: int | None = None
         self.run_dir: pathlib.Path | None = None
 
     # ----------------------------------------------------------------- control
+    @property
+    def stopped(self) -> bool:
+        """Whether the last run was stopped by the user."""
+        return self.state == "stopped"
+
     @property
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
@@ -282,13 +285,9 @@ class AutomatedExperiment(_MenuItem):
                 log.exception("atomsmith: an automated-experiment listener failed")
 
     def _instrument(self, data_item: typing.Any) -> typing.Any:
-        if self.instrument_factory is not None:
-            return self.instrument_factory(data_item)
-        from .instrument_adapter import NionInstrument
+        from .instrument_adapter import instrument_for
 
-        kwargs = dict(self.instrument_kwargs)
-        kwargs.setdefault("eels_camera_id", _find_eels_camera())
-        return NionInstrument.for_data_item(self.api, data_item, **kwargs)
+        return instrument_for(self.api, data_item, self.instrument_factory, self.instrument_kwargs, eels=True)
 
     def _criterion(self) -> typing.Callable[[typing.Any], float]:
         c = self.criterion
@@ -317,7 +316,7 @@ class AutomatedExperiment(_MenuItem):
             raise RuntimeError("an automated experiment is running; stop it first")
         self._reset()
         di = survey_item if survey_item is not None else self._target(window)
-        survey_frame(di.xdata)  # refuse a bad survey before touching the instrument
+        frame = survey_frame(di.xdata)  # refuse a bad survey before touching the instrument
         criterion = self._criterion()
         budget = Budget.coerce(self.budget)
         kw = dict(self.learner_kwargs)
@@ -334,7 +333,7 @@ class AutomatedExperiment(_MenuItem):
         model_name = kw.pop("model", "dkl")
         if isinstance(model_name, str) and model_name.lower() == "random":
             raise ValueError("model='random' has no predicted map; use 'dkl' or 'gp'")
-        shape = tuple(int(v) for v in np.asarray(di.xdata.data).shape)
+        shape = frame.shape_px
         if self.candidates == "pixels":
             n_cand = len(range(0, shape[0], stride)) * len(range(0, shape[1], stride))
             if budget.points is not None and budget.points > n_cand:
@@ -345,9 +344,10 @@ class AutomatedExperiment(_MenuItem):
             log_ = MeasurementLog(run_dir)
             if not log_.has_survey():
                 raise FileNotFoundError(f"{run_dir} holds no automated experiment to resume")
-            s = log_.read_survey()
-            if tuple(np.asarray(s["image"]).shape) != shape:
-                raise ValueError(f"the run in {run_dir} was made on a {tuple(np.asarray(s['image']).shape)} survey; "
+            with np.load(log_.survey_path) as f:
+                stored_shape = tuple(f["image"].shape)
+            if stored_shape != shape:
+                raise ValueError(f"the run in {run_dir} was made on a {stored_shape} survey; "
                                  f"choose that survey (this one is {shape})")
             stored = log_.read()
         else:
@@ -356,7 +356,10 @@ class AutomatedExperiment(_MenuItem):
             if (run_dir / "survey.npz").exists():
                 raise FileExistsError(f"{run_dir} holds a run already; resume it or choose another log_dir")
         instrument = self._instrument(di)
-        frame = survey_frame(di.xdata, getattr(instrument, "calibrated_to_instrument_nm", None))
+        to_instrument = getattr(instrument, "calibrated_to_instrument_nm", None)
+        if to_instrument is not None:  # Swift's scan coordinates -> the instrument's field
+            origin = np.asarray(to_instrument(np.asarray(frame.origin_nm, float)), float)
+            frame = dataclasses.replace(frame, origin_nm=(float(origin[0]), float(origin[1])))
         self.run_dir = run_dir
         self.budget_points = budget.points
 
@@ -368,7 +371,7 @@ class AutomatedExperiment(_MenuItem):
         def xdata_of(m: np.ndarray, md: dict) -> typing.Any:
             return DataAndMetadata.new_data_and_metadata(m, dimensional_calibrations=cals, metadata={"atomsmith": md})
 
-        title = f"Automated experiment: predicted {criterion!r}"
+        title = f"{PREDICTED_TITLE} {criterion!r}"
         self.predicted_item = self.api.library.create_data_item_from_data_and_metadata(
             xdata_of(np.zeros(shape, np.float32), {"n_points": 0, "log_dir": str(run_dir)}), title)
         predicted_item = self.predicted_item
@@ -376,19 +379,20 @@ class AutomatedExperiment(_MenuItem):
             window.display_data_item(predicted_item)
         except Exception:  # noqa: BLE001
             log.debug("atomsmith: no result panel for the predicted map")
-        survey_item = di
         lock = threading.Lock()
         latest: dict[str, typing.Any] = {}
         nearest: dict[str, np.ndarray] = {}
 
         def on_predict(mean: np.ndarray, var: np.ndarray) -> None:  # worker thread
+            candidates = learner.candidates_xy_nm
+            if candidates is None or len(mean) != len(candidates):  # not a prediction over all candidates
+                return
             if "idx" not in nearest:
-                nearest["idx"] = nearest_candidate_index(frame.nm_to_pixel(learner.candidates_xy_nm), shape)
+                nearest["idx"] = nearest_candidate_index(frame.nm_to_pixel(candidates), shape)
             m = np.asarray(mean, np.float32)[nearest["idx"]]
             with lock:
                 pending = "map" in latest
                 latest["map"] = (m, self.n_measured)
-                self.predicted_mean = m
             if not pending:
                 window.queue_task(show_map)
 
@@ -399,7 +403,6 @@ class AutomatedExperiment(_MenuItem):
                 return
             try:
                 predicted_item.set_data_and_metadata(xdata_of(m, {"n_points": n, "log_dir": str(run_dir)}))
-                self.n_updates += 1
             except Exception:  # noqa: BLE001  (the item was deleted by the user)
                 log.exception("atomsmith: could not update the predicted map")
 
@@ -412,7 +415,7 @@ class AutomatedExperiment(_MenuItem):
 
             def add() -> None:
                 try:
-                    g = survey_item.add_point_region((row + 0.5) / shape[0], (col + 0.5) / shape[1])
+                    g = di.add_point_region((row + 0.5) / shape[0], (col + 0.5) / shape[1])
                     g.label = f"{number}: {value:.3g}"
                     try:
                         g.set_property("graphic_id", EXPLORE_GRAPHIC_ID)
@@ -437,7 +440,7 @@ class AutomatedExperiment(_MenuItem):
             return v
 
         surrogate = _ObservedModel(make_model(model_name, seed=seed, **(kw.pop("model_options", None) or {})),
-                                   -1, on_predict)
+                                   on_predict)
         proxy = _SurveyInstrument(instrument, frame, self.stop_event)
         common = dict(budget=budget, model=surrogate, survey_shape_px=shape, survey_fov_nm=frame.fov_nm[1],
                       dwell_us=frame.dwell_us, candidates=self.candidates, stride_px=stride, **kw)
@@ -446,9 +449,6 @@ class AutomatedExperiment(_MenuItem):
         else:
             learner = ActiveLearner(proxy, observed_criterion, run_dir, **common)
 
-        def on_survey_loaded() -> None:
-            surrogate._n = len(learner.candidates_xy_nm)
-
         self.stop_event.clear()
         self.state = "running"
 
@@ -456,7 +456,6 @@ class AutomatedExperiment(_MenuItem):
             try:
                 if learner.features is None:
                     learner.survey()
-                on_survey_loaded()
                 res = learner.run()
                 self.result, self.measurements = res, list(res.measurements)
                 try:
@@ -471,7 +470,7 @@ class AutomatedExperiment(_MenuItem):
             except ExperimentInterrupted as exc:
                 self.measurements = list(exc.measurements)
                 if isinstance(exc.__cause__, ExperimentStopped):
-                    self.stopped, self.state = True, "stopped"
+                    self.state = "stopped"
                     notify("Automated Experiment stopped", f"{len(exc.measurements)} points kept in {run_dir}; "
                            "beam blanked")
                 else:
@@ -479,8 +478,7 @@ class AutomatedExperiment(_MenuItem):
                     log.exception("atomsmith: Automated Experiment stopped")
                     notify("Automated Experiment failed", f"{exc}; beam blanked, log in {run_dir}")
             except Exception as exc:  # noqa: BLE001
-                self.stopped = isinstance(exc, ExperimentStopped)
-                self.state = "stopped" if self.stopped else "failed"
+                self.state = "stopped" if isinstance(exc, ExperimentStopped) else "failed"
                 self.error = None if self.stopped else f"{type(exc).__name__}: {exc}"
                 if not self.stopped:
                     log.exception("atomsmith: Automated Experiment failed")
@@ -500,35 +498,12 @@ class AutomatedExperiment(_MenuItem):
         self.thread.start()
 
 
-def _find_eels_camera() -> str | None:
-    """The twin's EELS camera when registered, else the first hardware source with "eels" in its id."""
-    try:
-        from nion.instrumentation import HardwareSource
-
-        from .swift_twin import TWIN_EELS_ID
-
-        manager = HardwareSource.HardwareSourceManager()
-        if manager.get_hardware_source_for_hardware_source_id(TWIN_EELS_ID) is not None:
-            return TWIN_EELS_ID
-        for hs in manager.hardware_sources:
-            if "eels" in str(getattr(hs, "hardware_source_id", "")).lower():
-                return hs.hardware_source_id
-    except Exception:  # noqa: BLE001
-        pass
-    return None
-
-
-class StopAutomatedExperiment(_MenuItem):
+class StopAutomatedExperiment(_StopItem):
     """Stop the running automated experiment (beam blanked; measurements kept on disk)."""
 
     menu_item_name = "Stop Automated Experiment"
+    idle_text = "no automated experiment is running"
 
     def __init__(self, api: typing.Any, runner: AutomatedExperiment) -> None:
-        super().__init__(api)
+        super().__init__(api, runner.stop, lambda: runner.running)
         self.runner = runner
-
-    def execute(self, window: typing.Any) -> None:
-        if not self.runner.running:
-            notify("Stop Automated Experiment", "no automated experiment is running")
-            return
-        self.runner.stop()

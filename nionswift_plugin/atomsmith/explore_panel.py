@@ -26,13 +26,13 @@ import pathlib
 import typing
 
 from .actions import log
+from .automated_experiment import PREDICTED_TITLE
 
 if typing.TYPE_CHECKING:
     from .automated_experiment import AutomatedExperiment
 
 PANEL_ID = "atomsmith-automated-experiment-panel"
 PANEL_NAME = "Atomsmith Automated Experiment"
-_PREDICTED_TITLE = "Automated experiment: predicted"
 
 
 def _is_survey(data_item: typing.Any) -> bool:
@@ -40,7 +40,7 @@ def _is_survey(data_item: typing.Any) -> bool:
     try:
         xd = data_item.xdata
         return (xd is not None and len(xd.data_shape) == 2 and not xd.is_data_complex_type
-                and not str(data_item.title or "").startswith(_PREDICTED_TITLE))
+                and not str(data_item.title or "").startswith(PREDICTED_TITLE))
     except Exception:  # noqa: BLE001
         return False
 
@@ -70,37 +70,33 @@ class AutomatedExperimentView:
             r.add_stretch()
             col.add(r)
 
-        def edit(text: str) -> typing.Any:
-            w = ui.create_line_edit_widget(text)
-            return w
-
         self.survey_combo = ui.create_combo_box_widget([], lambda d: str(d.title or "untitled"))
         self.selected_button = ui.create_push_button_widget("Selected")
         self.refresh_button = ui.create_push_button_widget("Refresh")
         row(ui.create_label_widget("Survey"), self.survey_combo, self.selected_button, self.refresh_button)
-        self.criterion_edit = edit("Si")
-        self.width_edit = edit("40")
+        self.criterion_edit = ui.create_line_edit_widget("Si")
+        self.width_edit = ui.create_line_edit_widget("40")
         row(ui.create_label_widget("Criterion"), self.criterion_edit, ui.create_label_widget("width (eV)"),
             self.width_edit)
         row(ui.create_label_widget('e.g. "Si" (edge), "N/C" (ratio), "280-300" (eV window)'))
-        self.budget_edit = edit("50")
-        self.time_edit = edit("")
-        self.dose_edit = edit("")
+        self.budget_edit = ui.create_line_edit_widget("50")
+        self.time_edit = ui.create_line_edit_widget("")
+        self.dose_edit = ui.create_line_edit_widget("")
         row(ui.create_label_widget("Budget (spectra)"), self.budget_edit, ui.create_label_widget("time (s)"),
             self.time_edit, ui.create_label_widget("peak dose (e/Å²)"), self.dose_edit)
         self.candidates_combo = ui.create_combo_box_widget(["pixels", "atoms"])
-        self.stride_edit = edit("1")
+        self.stride_edit = ui.create_line_edit_widget("1")
         row(ui.create_label_widget("Candidates"), self.candidates_combo, ui.create_label_widget("stride (px)"),
             self.stride_edit)
         self.model_combo = ui.create_combo_box_widget(["dkl", "gp"])
         self.acquisition_combo = ui.create_combo_box_widget(["ucb", "ei", "ue"])
-        self.seeds_edit = edit("5")
-        self.exposure_edit = edit("10")
+        self.seeds_edit = ui.create_line_edit_widget("5")
+        self.exposure_edit = ui.create_line_edit_widget("10")
         row(ui.create_label_widget("Model"), self.model_combo, ui.create_label_widget("Acquisition"),
             self.acquisition_combo)
         row(ui.create_label_widget("Seeds"), self.seeds_edit, ui.create_label_widget("Exposure (ms)"),
             self.exposure_edit)
-        self.run_dir_edit = edit("")
+        self.run_dir_edit = ui.create_line_edit_widget("")
         row(ui.create_label_widget("Run folder"), self.run_dir_edit)
         self.start_button = ui.create_push_button_widget("Start")
         self.stop_button = ui.create_push_button_widget("Stop")

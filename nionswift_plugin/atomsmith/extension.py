@@ -51,5 +51,4 @@ class AtomsmithExtension:
             ref.close()
         self.menu_items = []
         self.handlers["start_digital_twin"].close()
-        track_defects.close_all()
         live.close_all()

@@ -15,6 +15,8 @@ import typing
 import numpy as np
 
 GRAPHIC_ID = "atomsmith.atom"
+#: length units of a calibration -> nm
+LENGTH_NM = {"nm": 1.0, "Å": 0.1, "A": 0.1, "pm": 1e-3, "um": 1e3, "µm": 1e3}
 
 
 def pixel_size_nm(xdata: typing.Any) -> float | None:
@@ -23,10 +25,9 @@ def pixel_size_nm(xdata: typing.Any) -> float | None:
     cals = list(getattr(xdata, "dimensional_calibrations", []) or [])
     if len(cals) != 2:
         return None
-    factors = {"nm": 1.0, "Å": 0.1, "A": 0.1, "pm": 1e-3, "um": 1e3, "µm": 1e3}
     scales = []
     for cal in cals:
-        f = factors.get(str(cal.units or "").strip())
+        f = LENGTH_NM.get(str(cal.units or "").strip())
         if f is None or not (cal.scale and np.isfinite(cal.scale) and cal.scale > 0):
             return None
         scales.append(abs(cal.scale) * f)

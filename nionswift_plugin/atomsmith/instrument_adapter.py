@@ -375,3 +375,35 @@ class NionInstrument:
         if data.ndim != 2:
             raise RuntimeError(f"the ronchigram camera returned a {data.shape} frame, not a 2D pattern")
         return data
+
+
+def find_eels_camera() -> str | None:
+    """The twin's EELS camera when registered, else the first hardware source with "eels" in its id."""
+    try:
+        from nion.instrumentation import HardwareSource
+
+        from .swift_twin import TWIN_EELS_ID
+
+        manager = HardwareSource.HardwareSourceManager()
+        if manager.get_hardware_source_for_hardware_source_id(TWIN_EELS_ID) is not None:
+            return TWIN_EELS_ID
+        for hs in manager.hardware_sources:
+            if "eels" in str(getattr(hs, "hardware_source_id", "")).lower():
+                return hs.hardware_source_id
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+def instrument_for(api: typing.Any, data_item: typing.Any,
+                   factory: typing.Callable[[typing.Any], typing.Any] | None = None,
+                   kwargs: dict[str, typing.Any] | None = None, *, eels: bool = False) -> typing.Any:
+    """The instrument behind a scan data item: ``factory(data_item)`` when given, else the
+    :class:`NionInstrument` of the scan device that took it (:meth:`NionInstrument.for_data_item`
+    with ``kwargs``; ``eels``: the EELS camera defaults to :func:`find_eels_camera`)."""
+    if factory is not None:
+        return factory(data_item)
+    kwargs = dict(kwargs or {})
+    if eels:
+        kwargs.setdefault("eels_camera_id", find_eels_camera())
+    return NionInstrument.for_data_item(api, data_item, **kwargs)

@@ -169,7 +169,7 @@ class LiveSource:
         self.computation = computation  # the Facade computation (its result is written on the UI thread)
         self.data_item = data_item  # the native source DataItem
         self.cond = threading.Condition()
-        self.pending: typing.Any = None
+        self.pending: tuple[tuple, typing.Any] | None = None  # (frame id, frame) waiting for the worker
         self.submitted: set[tuple] = set()
         self.thread: threading.Thread | None = None
         self.done = self.dropped = 0
@@ -256,7 +256,7 @@ class LiveSource:
                 metadata=dict(xdata.metadata or {}), timestamp=getattr(xdata, "timestamp", None))
             if self.pending is not None:
                 self.dropped += 1
-            self.pending = frame
+            self.pending = (fid, frame)
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="atomsmith-live", daemon=True)
                 self.thread.start()
@@ -272,9 +272,9 @@ class LiveSource:
             with self.cond:
                 if self.pending is None:
                     self.cond.wait(self.idle_s)
-                frame, self.pending = self.pending, None
-                self._analysing = frame is not None and not self.closed
-                if frame is None or self.closed:
+                pending, self.pending = self.pending, None
+                self._analysing = pending is not None and not self.closed
+                if pending is None or self.closed:
                     if self.thread is threading.current_thread():
                         self.thread = None
                     return
@@ -282,8 +282,9 @@ class LiveSource:
                 self._analysing = False  # (else wait_idle waits for a frame that is never analysed)
                 self.close()
                 return
+            fid, frame = pending
             try:
-                self.analysed.append(_frame_id(frame))
+                self.analysed.append(fid)
                 result = self.analyse(frame)
                 self.done += 1
                 _call_on_ui_thread(self.computation, lambda r=result: self._deliver(r))
@@ -297,12 +298,17 @@ class LiveSource:
         :meth:`_deliver`, for other live analyses; here live atom finding)."""
         return analyse_frame(frame, self.key)
 
+    def _store_result(self, name: str, xdata: typing.Any) -> typing.Any:
+        """UI thread: ``xdata`` into the computation's result ``name``; returns that result data
+        item (Facade), or None when the source or the computation is closed or it has none."""
+        if self.closed or self._computation_closed():
+            return None
+        self.computation.set_referenced_xdata(name, xdata)
+        return self.computation.get_result(name)
+
     def _deliver(self, res: dict) -> None:
         """UI thread: the result into the computation's result data item, graphics on it."""
-        if self.closed or self._computation_closed():
-            return
-        self.computation.set_referenced_xdata("overlay", res["overlay"])
-        out = self.computation.get_result("overlay")
+        out = self._store_result("overlay", res["overlay"])
         if out is None:
             return
         n = res["md"]["n_columns"]
@@ -409,13 +415,15 @@ class LiveAtomFinding:
 
     computation_id = COMPUTATION_ID
     label = "Atomsmith Live Atom Finding"
+    #: makes the computation's live source (subclasses for other live analyses)
+    source_factory: typing.Callable[..., LiveSource] = LiveSource
 
     def __init__(self, computation: typing.Any, **kwargs: typing.Any) -> None:
         self.computation = computation
         self.frames_skipped = 0
 
     def execute(self, src: typing.Any, **kwargs: typing.Any) -> None:
-        ls = live_source(self.computation, create=True)
+        ls = live_source(self.computation, create=True, factory=self.source_factory)
         xdata = src.xdata
         if ls is None or not ls.submit(xdata):
             self.frames_skipped += 1

@@ -19,7 +19,7 @@ import typing
 
 import numpy as np
 
-from .actions import _MenuItem, log, notify
+from .actions import _MenuItem, _StopItem, log, notify
 
 
 def _graphic_positions_nm(data_item: typing.Any) -> tuple[np.ndarray, np.ndarray]:
@@ -68,11 +68,9 @@ class MoveDopant(_MenuItem):
         self.recorded: list[typing.Any] = []
 
     def _instrument(self, data_item: typing.Any) -> typing.Any:
-        if self.instrument_factory is not None:
-            return self.instrument_factory(data_item)
-        from .instrument_adapter import NionInstrument  # the adapter over Swift's devices
+        from .instrument_adapter import instrument_for  # the adapter over Swift's devices
 
-        return NionInstrument.for_data_item(self.api, data_item, **self.instrument_kwargs)
+        return instrument_for(self.api, data_item, self.instrument_factory, self.instrument_kwargs)
 
     def execute(self, window: typing.Any) -> None:
         if self.thread is not None and self.thread.is_alive():
@@ -135,14 +133,11 @@ class MoveDopant(_MenuItem):
         self.thread.start()
 
 
-class StopManipulation(_MenuItem):
+class StopManipulation(_StopItem):
     """Abort the running manipulation (the beam is blanked; the frames so far are kept)."""
 
     menu_item_name = "Stop Manipulation"
 
     def __init__(self, api: typing.Any, mover: MoveDopant) -> None:
-        super().__init__(api)
+        super().__init__(api, mover.abort.set)
         self.mover = mover
-
-    def execute(self, window: typing.Any) -> None:
-        self.mover.abort.set()

@@ -42,7 +42,7 @@ import typing
 import numpy as np
 
 from . import live
-from .actions import _MenuItem, _slug, _stamp, log, notify
+from .actions import _MenuItem, _slug, _stamp, close_task, log, notify, open_task, report_failure
 from .graphics import image_of, pixel_size_nm, swift_rgb
 from .state import STATE
 
@@ -130,6 +130,18 @@ def movie_of(xdata: typing.Any, title: str | None = None) -> tuple[np.ndarray, f
     return frames, px
 
 
+def movie_period_px(frames: typing.Sequence[np.ndarray]) -> float | None:
+    """The lattice period (px) of a movie as :func:`atomsmith.dynamics.find_movie_defects`
+    measures it: once, on the mean of the first 8 frames (None when there is no clear lattice:
+    then it is measured per frame)."""
+    from atomsmith.atoms.spacing import estimate_lattice_period
+
+    try:
+        return estimate_lattice_period(np.mean([np.asarray(f, float) for f in frames[:8]], axis=0)).period_px
+    except ValueError:
+        return None
+
+
 # ---------------------------------------------------------------------------------------------
 # results -> numbers, text, Swift data
 
@@ -137,16 +149,6 @@ def movie_of(xdata: typing.Any, title: str | None = None) -> tuple[np.ndarray, f
 def class_names(n_classes: int) -> list[str]:
     """Names of the defect classes (numbered by decreasing size, as the core numbers them)."""
     return [f"class {k}" for k in range(int(n_classes))]
-
-
-def class_counts(labels: typing.Sequence[np.ndarray], n_classes: int) -> np.ndarray:
-    """(n_classes, T) number of defects of each class in each frame (unclassified, -1, left out)."""
-    out = np.zeros((int(n_classes), len(labels)))
-    for t, lab in enumerate(labels):
-        lab = np.asarray(lab, int).reshape(-1)
-        lab = lab[lab >= 0]
-        out[:, t] = np.bincount(lab, minlength=int(n_classes))[: int(n_classes)]
-    return out
 
 
 def _num(x: typing.Any) -> float | None:
@@ -161,6 +163,8 @@ def _nums(a: typing.Any) -> list:
 
 def dynamics_summary(dyn: typing.Any, frame_time: float, px_nm: float) -> dict:
     """The numbers of a :class:`atomsmith.dynamics.MovieDynamics` as plain JSON-able values."""
+    from atomsmith.dynamics import class_counts
+
     k = dyn.classes.n_classes
     names = class_names(k)
     counts = class_counts(dyn.labels, k)
@@ -376,12 +380,7 @@ class TrackDefects(_MenuItem):
         n_classes, model = self.n_classes, STATE.model
         model_name = "generic" if model == "generic" else str(STATE.model_path)
         self.progress = (0, len(frames))
-        task = None
-        try:
-            task = window.create_task_context_manager(f"Atomsmith: track defects in {title}", "table")
-            task.__enter__()
-        except Exception:  # noqa: BLE001  (no task panel: the notification and log remain)
-            task = None
+        task = open_task(window, f"Atomsmith: track defects in {title}")
 
         def report(text: str) -> None:
             if task is not None:
@@ -405,40 +404,36 @@ class TrackDefects(_MenuItem):
                 summary.update(source=title, model=model_name)
                 summary["tracks_csv"] = str(save_tracks_csv(
                     STATE.tables_dir() / f"{_slug(title)}-tracks-{_stamp()}.csv", dyn, dt, cals[1:]))
+                mean = frames.mean(axis=0).astype(np.float32)
+                text = dynamics_table(summary, title)
                 self.timings = {"find_s": t1 - t0, "analyse_s": time.perf_counter() - t1}
             except Exception as exc:  # noqa: BLE001  (never into Swift)
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.exception("atomsmith: Track Defects failed")
-                notify("Track Defects failed", f"{title}: {self.error}")
+                self.error = report_failure("Track Defects", exc, f"{title}: ")
                 return
             finally:
-                if task is not None:
-                    window.queue_task(lambda: task.__exit__(None, None, None))
+                close_task(window, task)
 
             def commit() -> None:
                 try:
-                    self._commit(di, frames, cals, dyn, summary)
+                    self._commit(di, mean, text, cals, dyn, summary)
                 except Exception as exc:  # noqa: BLE001  (never into Swift)
-                    self.error = f"{type(exc).__name__}: {exc}"
-                    log.exception("atomsmith: Track Defects failed")
-                    notify("Track Defects failed", f"{title}: {self.error}")
+                    self.error = report_failure("Track Defects", exc, f"{title}: ")
 
             window.queue_task(commit)
 
         self.thread = threading.Thread(target=work, name="atomsmith track defects", daemon=True)
         self.thread.start()
 
-    def _commit(self, di: typing.Any, frames: np.ndarray, cals: list, dyn: typing.Any, summary: dict) -> None:
-        """UI thread: the result data items."""
+    def _commit(self, di: typing.Any, mean: np.ndarray, text: str, cals: list, dyn: typing.Any,
+                summary: dict) -> None:
+        """UI thread: the result data items (``mean``: the mean frame; ``text``: the description)."""
         from nion.data import DataAndMetadata
 
         t0 = time.perf_counter()
         library = self.api.library
         dm = library._document_model
         title, names = di.title, summary["class_names"]
-        text = dynamics_table(summary, title)
         md = {"atomsmith": {"track_defects": summary}}
-        mean = frames.mean(axis=0).astype(np.float32)
         tracks_item = library.create_data_item_from_data_and_metadata(
             DataAndMetadata.new_data_and_metadata(mean, dimensional_calibrations=cals[1:], metadata=md),
             f"Defect tracks of {title}")
@@ -510,6 +505,7 @@ class DefectCountSource(live.LiveSource):
         self.records: list[dict] = []  # per analysed frame: positions, labels (None before the fit), frame info
         self.classes: typing.Any = None  # the core's DefectClasses of the fit
         self.patch_px: int | None = None
+        self._period: tuple[tuple, float] | None = None  # ((shape, nm/px), lattice period px) of the first frames
         self.fitted_on = 0
         self.error: str | None = None
         self.errors = 0
@@ -540,14 +536,21 @@ class DefectCountSource(live.LiveSource):
             raise ValueError("live defect counts need frames calibrated in nm (equal x and y scales)")
         if self.patch_px is None:
             self.patch_px = int(round(0.22 / px)) | 1  # the core's default sub-image (analyse_movie)
-        pos = find_movie_defects([img], model=STATE.model, progress=False)[0]
+        geometry = (img.shape, px)
+        if self._period is None or self._period[0] != geometry:  # measured once, as for a movie
+            period_px = movie_period_px([img])
+            if period_px is not None:
+                self._period = (geometry, period_px)
+        else:
+            period_px = self._period[1]
+        pos = find_movie_defects([img], model=STATE.model, period_px=period_px, progress=False)[0]
         hs = (getattr(frame, "metadata", None) or {}).get("hardware_source", {})
         ts = getattr(frame, "timestamp", None)
         rec = {"positions": np.asarray(pos, float).reshape(-1, 2), "labels": None,
                "frame_index": hs.get("frame_index"), "timestamp": str(ts) if ts is not None else None}
         self.records.append(rec)
-        self.buffer.append((len(self.records) - 1, img))
-        if self.classes is None:
+        if self.classes is None:  # the frames the classes are fitted on
+            self.buffer.append((len(self.records) - 1, img))
             self._maybe_fit()
         elif len(pos):
             rec["labels"] = self._predict([img], [rec["positions"]])
@@ -582,6 +585,8 @@ class DefectCountSource(live.LiveSource):
         if self.classes is None:
             return (np.array([[len(r["positions"]) for r in self.records]], float),
                     [f"all defects (classes after {self.fit_frames} frames)"])
+        from atomsmith.dynamics import class_counts
+
         k = self.classes.n_classes
         labels = [r["labels"] if r["labels"] is not None else np.full(len(r["positions"]), -1) for r in self.records]
         return class_counts(labels, k), class_names(k)
@@ -601,10 +606,7 @@ class DefectCountSource(live.LiveSource):
     # UI thread -------------------------------------------------------------------------------
 
     def _deliver(self, res: dict) -> None:
-        if self.closed or self._computation_closed():
-            return
-        self.computation.set_referenced_xdata("counts", res["xdata"])
-        out = self.computation.get_result("counts")
+        out = self._store_result("counts", res["xdata"])
         if out is None:
             return
         n = res["xdata"].data_shape[-1]
@@ -620,23 +622,13 @@ class DefectCountSource(live.LiveSource):
         _live_settings.pop(self.key, None)
 
 
-class LiveDefectCounts:
+class LiveDefectCounts(live.LiveAtomFinding):
     """Swift computation handler (old-style API): makes sure the source's
     :class:`DefectCountSource` listens and queues the current frame if complete and new."""
 
     computation_id = COMPUTATION_ID
     label = "Atomsmith Live Defect Counts"
-
-    def __init__(self, computation: typing.Any, **kwargs: typing.Any) -> None:
-        self.computation = computation
-
-    def execute(self, src: typing.Any, **kwargs: typing.Any) -> None:
-        ls = live.live_source(self.computation, create=True, factory=DefectCountSource)
-        if ls is not None:
-            ls.submit(src.xdata)
-
-    def commit(self) -> None:
-        pass
+    source_factory = DefectCountSource
 
 
 class LiveDefectCountsMenu(_MenuItem):
@@ -676,9 +668,3 @@ def register(api: typing.Any) -> None:
     """Register the live computation type with Swift."""
     api.register_computation_type(COMPUTATION_ID, LiveDefectCounts)
 
-
-def close_all() -> None:
-    """Stop every live defect-count source (the extension is closing)."""
-    for ls in list(live._sources.values()):
-        if isinstance(ls, DefectCountSource):
-            ls.close()

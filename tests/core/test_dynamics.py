@@ -154,3 +154,10 @@ def test_defect_classes_predict_new_frames():
     assert adjusted_rand_score(truth, dc.predict(new)) >= 0.9
     with pytest.raises(ValueError, match=r"\(M, 9, 9\)"):
         dc.predict(np.zeros((2, 7, 7)))
+
+
+def test_class_counts_per_frame_leave_out_unclassified():
+    from atomsmith.dynamics import class_counts
+
+    counts = class_counts([np.array([0, 1, 1, -1]), np.array([2]), np.array([], int)], 3)
+    np.testing.assert_array_equal(counts, [[1, 0, 0], [2, 0, 0], [0, 1, 0]])

@@ -41,6 +41,20 @@ def swift(tmp_path, monkeypatch):
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+def _show(dc, api, data_item):
+    """Show ``data_item`` in the first display panel and select that panel; returns the window."""
+    panel = dc.workspace_controller.display_panels[0]
+    panel.set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(data_item._data_item))
+    dc.selected_display_panel = panel
+    return api.application.document_windows[0]
+
+
+@pytest.fixture
+def show():
+    """``show(dc, api, data_item)``: the data item shown and selected; returns the window."""
+    return _show
+
+
 @pytest.fixture
 def twin_swift(tmp_path, monkeypatch):
     """``start(**kwargs)`` -> the twin's headless Swift context (closed, threads checked, after)."""

@@ -4,6 +4,7 @@ draws the points and the predicted map live, stops on request with the beam blan
 measurements on disk, and refuses bad input with a clear error."""
 
 import time
+import types
 
 import numpy as np
 import pytest
@@ -24,20 +25,13 @@ def _data_in_tmp(tmp_path, monkeypatch):
 SURVEY_PX, SURVEY_FOV_NM = 40, 2.0  # 0.05 nm per pixel, centred on the twin's field
 
 
-def _survey(ctx, ext, px=SURVEY_PX):
+def _survey(ctx, ext, show, px=SURVEY_PX):
     """A survey taken by Swift's scan of the twin (it becomes Swift's scan context), shown and selected."""
     from nionswift_plugin.atomsmith.swift_twin import record_frame
 
     xd = record_frame(ctx, px, SURVEY_FOV_NM, 8.0)
     di = ext.api.library.create_data_item_from_data_and_metadata(xd, "survey")
-    _select(ctx.document_controller, di)
-    return di, ext.api.application.document_windows[0]
-
-
-def _select(dc, di):
-    panel = dc.workspace_controller.display_panels[0]
-    panel.set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(di._data_item))
-    dc.selected_display_panel = panel
+    return di, show(ctx.document_controller, ext.api, di)
 
 
 def _pump(dc, runner, timeout_s=90.0):
@@ -68,134 +62,141 @@ def _extension(ctx, twin):
     return ext, runner
 
 
-def test_automated_experiment_on_the_twins_swift_devices(twin_swift):
-    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
-    twin = ctx.handles.twin
-    ext, runner = _extension(ctx, twin)
-    try:
-        di, win = _survey(ctx, ext)
-        runner.budget = 12
-        runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0, "patch_px": 8, "seed": 0}
-        t0 = time.perf_counter()
-        runner.start(win)
-        assert runner.running, runner.error
-        updates = _pump(ctx.document_controller, runner)
-        elapsed = time.perf_counter() - t0
-        assert runner.error is None, runner.error
-        res = runner.result
-        assert res is not None and res.stop_reason == "points" and len(res.measurements) == 12
-        assert len(set(res.indices.tolist())) == 12
-        # the measured points are point graphics on the survey, at the measured positions
-        graphics = [g for g in di.graphics if g.graphic_type == "point-graphic"]
-        assert len(graphics) == len(runner.point_graphics) == 12
-        px = SURVEY_FOV_NM / SURVEY_PX
-        edge = np.asarray(twin.field_nm) / 2 - SURVEY_FOV_NM / 2  # the survey's outer edge in twin nm
-        for g, m in zip(runner.point_graphics, res.measurements, strict=True):
-            fy, fx = g.position
-            assert (fx * SURVEY_PX * px + edge[0], fy * SURVEY_PX * px + edge[1]) == pytest.approx(m.xy_nm, abs=1e-6)
-        # the predicted map: the survey's shape and calibration, updated while points arrived
-        pm = runner.predicted_item.xdata
-        assert pm.data_shape == (SURVEY_PX, SURVEY_PX) and np.all(np.isfinite(pm.data)) and pm.data.std() > 0
-        assert [c.scale for c in pm.dimensional_calibrations] == pytest.approx([px, px])
-        assert pm.metadata["atomsmith"]["n_points"] == 12 and updates >= 2
-        # the map ranks the measured points as the criterion did
-        yx = np.rint([[(m.xy_nm[1] - edge[1]) / px - 0.5, (m.xy_nm[0] - edge[0]) / px - 0.5]
-                      for m in res.measurements]).astype(int)
-        r = np.corrcoef(pm.data[yx[:, 0], yx[:, 1]], res.values)[0, 1]
-        assert r > 0.5, r
-        # on disk and beam safe
-        assert len(MeasurementLog(runner.run_dir).read()) == 12
-        assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
-        si = twin.sample.xy_A[twin.sample.species == "Si"] / 10.0
-        d_best = float(np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T)))
-        print(f"12 points in {elapsed:.1f} s, {updates} map updates, best {res.best.value:.3g} at {d_best:.3f} nm "
-              f"from the Si, r = {r:.2f}")
-    finally:
+@pytest.fixture
+def explore(twin_swift, show):
+    """``explore(seed, survey_px=SURVEY_PX, **twin_kwargs)``: the twin's Swift with the extension
+    (closed after the test) and, unless ``survey_px`` is None, a survey shown and selected; a
+    namespace of ctx, twin, dc, ext, runner, di, win."""
+    made = []
+
+    def start(seed, survey_px=SURVEY_PX, **twin_kwargs):
+        ctx = twin_swift(seed=seed, with_eels=True, **twin_kwargs)
+        twin = ctx.handles.twin
+        ext, runner = _extension(ctx, twin)
+        made.append(ext)
+        di, win = _survey(ctx, ext, show, survey_px) if survey_px is not None else (None, None)
+        return types.SimpleNamespace(ctx=ctx, twin=twin, dc=ctx.document_controller, ext=ext, runner=runner,
+                                     di=di, win=win)
+
+    yield start
+    for ext in made:
         ext.close()
 
 
-def test_stop_mid_run_blanks_the_beam_and_keeps_the_measurements(twin_swift):
-    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
-    twin = ctx.handles.twin
-    ext, runner = _extension(ctx, twin)
-    try:
-        di, win = _survey(ctx, ext)
-        stop = ext.handlers["stop_automated_experiment"]
-        calls = []
-        from atomsmith.explore.criteria import EdgeIntegral as EdgeCriterion
-
-        si = EdgeCriterion("Si")
-
-        def criterion(spectrum):  # the user presses Stop while the 7th spectrum is evaluated
-            calls.append(1)
-            if len(calls) == 7:
-                stop.menu_item_execute(win)
-            return si(spectrum)
-
-        runner.criterion = criterion
-        runner.budget = 40
-        runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0, "patch_px": 8}
-        runner.start(win)
-        _pump(ctx.document_controller, runner)
-        assert runner.stopped and runner.error is None and runner.result is None
-        stored = MeasurementLog(runner.run_dir).read()
-        assert len(stored) == len(runner.measurements) == 7  # the 7th finished, nothing after
-        assert [m.index for m in stored] == [m.index for m in runner.measurements]
-        assert (runner.run_dir / "spectra" / "000006.npz").exists()
-        assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
-        assert len(runner.point_graphics) == 7
-        stop.menu_item_execute(win)  # nothing running: a notification, no error
-    finally:
-        ext.close()
+def _beam_safe(ctx):
+    """The beam is blanked and the probe parked."""
+    assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
 
 
-def test_a_fault_mid_run_is_shown_with_the_beam_blanked_and_the_data_kept(twin_swift):
-    ctx = twin_swift(seed=2, with_eels=True, time_scale=10.0)
-    ext, runner = _extension(ctx, ctx.handles.twin)
-    try:
-        di, win = _survey(ctx, ext)
-        from atomsmith.explore.criteria import EdgeIntegral as EdgeCriterion
+def _si_after(n, action):
+    """The Si edge integral as criterion; ``action()`` runs while the ``n``-th spectrum is evaluated."""
+    from atomsmith.explore.criteria import EdgeIntegral as EdgeCriterion
 
-        si, calls = EdgeCriterion("Si"), []
+    si, calls = EdgeCriterion("Si"), []
 
-        def criterion(spectrum):  # e.g. a spectrometer fault surfacing in the user's function
-            calls.append(1)
-            if len(calls) == 4:
-                raise RuntimeError("injected fault")
-            return si(spectrum)
+    def criterion(spectrum):
+        calls.append(1)
+        if len(calls) == n:
+            action()
+        return si(spectrum)
 
-        runner.criterion, runner.budget = criterion, 12
-        runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0}
-        runner.start(win)
-        _pump(ctx.document_controller, runner)
-        assert runner.error and "injected fault" in runner.error and not runner.stopped
-        assert len(MeasurementLog(runner.run_dir).read()) == len(runner.measurements) == 3
-        assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
-    finally:
-        ext.close()
+    return criterion
 
-def test_a_non_2d_data_item_is_refused_clearly(twin_swift):
+
+def test_automated_experiment_on_the_twins_swift_devices(explore):
+    e = explore(6, time_scale=10.0)
+    ctx, twin, runner, di, win = e.ctx, e.twin, e.runner, e.di, e.win
+    runner.budget = 12
+    runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0, "patch_px": 8, "seed": 0}
+    t0 = time.perf_counter()
+    runner.start(win)
+    assert runner.running, runner.error
+    updates = _pump(e.dc, runner)
+    elapsed = time.perf_counter() - t0
+    assert runner.error is None, runner.error
+    res = runner.result
+    assert res is not None and res.stop_reason == "points" and len(res.measurements) == 12
+    assert len(set(res.indices.tolist())) == 12
+    # the measured points are point graphics on the survey, at the measured positions
+    graphics = [g for g in di.graphics if g.graphic_type == "point-graphic"]
+    assert len(graphics) == len(runner.point_graphics) == 12
+    px = SURVEY_FOV_NM / SURVEY_PX
+    edge = np.asarray(twin.field_nm) / 2 - SURVEY_FOV_NM / 2  # the survey's outer edge in twin nm
+    for g, m in zip(runner.point_graphics, res.measurements, strict=True):
+        fy, fx = g.position
+        assert (fx * SURVEY_PX * px + edge[0], fy * SURVEY_PX * px + edge[1]) == pytest.approx(m.xy_nm, abs=1e-6)
+    # the predicted map: the survey's shape and calibration, updated while points arrived
+    pm = runner.predicted_item.xdata
+    assert pm.data_shape == (SURVEY_PX, SURVEY_PX) and np.all(np.isfinite(pm.data)) and pm.data.std() > 0
+    assert [c.scale for c in pm.dimensional_calibrations] == pytest.approx([px, px])
+    assert pm.metadata["atomsmith"]["n_points"] == 12 and updates >= 2
+    # the map ranks the measured points as the criterion did
+    yx = np.rint([[(m.xy_nm[1] - edge[1]) / px - 0.5, (m.xy_nm[0] - edge[0]) / px - 0.5]
+                  for m in res.measurements]).astype(int)
+    r = np.corrcoef(pm.data[yx[:, 0], yx[:, 1]], res.values)[0, 1]
+    assert r > 0.5, r
+    # on disk and beam safe
+    assert len(MeasurementLog(runner.run_dir).read()) == 12
+    _beam_safe(ctx)
+    si = twin.sample.xy_A[twin.sample.species == "Si"] / 10.0
+    d_best = float(np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T)))
+    print(f"12 points in {elapsed:.1f} s, {updates} map updates, best {res.best.value:.3g} at {d_best:.3f} nm "
+          f"from the Si, r = {r:.2f}")
+
+
+def test_stop_mid_run_blanks_the_beam_and_keeps_the_measurements(explore):
+    e = explore(6, time_scale=10.0)
+    runner, win = e.runner, e.win
+    stop = e.ext.handlers["stop_automated_experiment"]
+    # the user presses Stop while the 7th spectrum is evaluated
+    runner.criterion = _si_after(7, lambda: stop.menu_item_execute(win))
+    runner.budget = 40
+    runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0, "patch_px": 8}
+    runner.start(win)
+    _pump(e.dc, runner)
+    assert runner.stopped and runner.error is None and runner.result is None
+    stored = MeasurementLog(runner.run_dir).read()
+    assert len(stored) == len(runner.measurements) == 7  # the 7th finished, nothing after
+    assert [m.index for m in stored] == [m.index for m in runner.measurements]
+    assert (runner.run_dir / "spectra" / "000006.npz").exists()
+    _beam_safe(e.ctx)
+    assert len(runner.point_graphics) == 7
+    stop.menu_item_execute(win)  # nothing running: a notification, no error
+
+
+def test_a_fault_mid_run_is_shown_with_the_beam_blanked_and_the_data_kept(explore):
+    e = explore(2, time_scale=10.0)
+    runner = e.runner
+
+    def fault():  # e.g. a spectrometer fault surfacing in the user's function
+        raise RuntimeError("injected fault")
+
+    runner.criterion, runner.budget = _si_after(4, fault), 12
+    runner.learner_kwargs = {"n_seed": 5, "exposure_ms": 10.0}
+    runner.start(e.win)
+    _pump(e.dc, runner)
+    assert runner.error and "injected fault" in runner.error and not runner.stopped
+    assert len(MeasurementLog(runner.run_dir).read()) == len(runner.measurements) == 3
+    _beam_safe(e.ctx)
+
+
+def test_a_non_2d_data_item_is_refused_clearly(explore, show):
     from nion.data import Calibration, DataAndMetadata
 
-    ctx = twin_swift(seed=1, with_eels=True)
-    ext, runner = _extension(ctx, ctx.handles.twin)
-    try:
-        api, dc = ext.api, ctx.document_controller
-        xd = DataAndMetadata.new_data_and_metadata(np.ones(256, np.float32),
-                                                   dimensional_calibrations=[Calibration.Calibration(80, 0.5, "eV")])
-        di = api.library.create_data_item_from_data_and_metadata(xd, "a spectrum")
-        _select(dc, di)
-        win = api.application.document_windows[0]
-        runner.start(win)  # reported, never raised into Swift
-        assert runner.error and "2D survey image" in runner.error and "1D" in runner.error
-        assert runner.thread is None and runner.predicted_item is None
-        uncal = api.library.create_data_item_from_data_and_metadata(
-            DataAndMetadata.new_data_and_metadata(np.ones((32, 32), np.float32)), "uncalibrated")
-        _select(dc, uncal)
-        runner.start(win)
-        assert "calibrated in nm" in runner.error and runner.thread is None
-    finally:
-        ext.close()
+    e = explore(1, survey_px=None)
+    api, dc, runner = e.ext.api, e.dc, e.runner
+    xd = DataAndMetadata.new_data_and_metadata(np.ones(256, np.float32),
+                                               dimensional_calibrations=[Calibration.Calibration(80, 0.5, "eV")])
+    di = api.library.create_data_item_from_data_and_metadata(xd, "a spectrum")
+    win = show(dc, api, di)
+    runner.start(win)  # reported, never raised into Swift
+    assert runner.error and "2D survey image" in runner.error and "1D" in runner.error
+    assert runner.thread is None and runner.predicted_item is None
+    uncal = api.library.create_data_item_from_data_and_metadata(
+        DataAndMetadata.new_data_and_metadata(np.ones((32, 32), np.float32)), "uncalibrated")
+    show(dc, api, uncal)
+    runner.start(win)
+    assert "calibrated in nm" in runner.error and runner.thread is None
 
 
 def _panel_view(ext, win):
@@ -206,121 +207,101 @@ def _panel_view(ext, win):
     return view
 
 
-def test_the_panel_runs_stops_and_resumes_an_experiment(twin_swift):
-    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
-    twin = ctx.handles.twin
-    ext, runner = _extension(ctx, twin)
-    dc = ctx.document_controller
-    try:
-        di, win = _survey(ctx, ext)
-        other = ext.api.library.create_data_item_from_data_and_metadata(di.xdata, "another image")
-        view = _panel_view(ext, win)
-        # the survey list holds the 2D images; "Selected" picks the selected one
-        titles = [d.title for d in view.survey_combo.items]
-        assert "survey" in titles and "another image" in titles
-        view._select_survey(other)
-        view.use_selected()
-        assert view.survey.uuid == di.uuid
-        view.criterion_edit.text, view.budget_edit.text, view.seeds_edit.text = "Si", "20", "5"
-        # Start from the panel; the user presses Stop while the 8th spectrum is evaluated
-        assert view.start(), view.status_label.text
-        assert runner.running and runner.criterion == "Si" and runner.budget == 20
-        t0 = time.perf_counter()
-        while runner.running and runner.n_measured < 8 and time.perf_counter() - t0 < 60:
-            dc.periodic()
-            time.sleep(0.01)
-        view.stop()
-        _pump(dc, runner)
-        assert runner.stopped and runner.error is None, (runner.state, runner.error)
-        n_stopped = len(MeasurementLog(runner.run_dir).read())
-        assert 8 <= n_stopped < 20
-        assert view.status_label.text.startswith("stopped") and view.progress.value == n_stopped
-        assert ctx.instrument.GetVal("C_Blank") == 1.0 and ctx.scan_hardware_source.probe_state == "parked"
-        run_dir = runner.run_dir
-        assert view.run_dir_edit.text == str(run_dir)
-        first = [m.index for m in MeasurementLog(run_dir).read()]
-        # Resume from the panel: the stored points count, none is measured again
-        assert view.resume(), view.status_label.text
-        _pump(dc, runner)
-        assert runner.state == "finished" and runner.error is None, (runner.state, runner.error)
-        stored = MeasurementLog(run_dir).read()
-        idx = [m.index for m in stored]
-        assert len(stored) == 20 and idx[:n_stopped] == first and len(set(idx)) == 20
-        assert runner.result.stop_reason == "points" and len(runner.point_graphics) == 20
-        assert view.status_label.text.startswith("finished: 20/20") and view.progress.value == 20
-        assert "best" in view.status_label.text
-        pm = runner.predicted_item.xdata
-        assert pm.metadata["atomsmith"]["n_points"] == 20 and np.all(np.isfinite(pm.data)) and pm.data.std() > 0
-    finally:
-        ext.close()
+def test_the_panel_runs_stops_and_resumes_an_experiment(explore):
+    e = explore(6, time_scale=10.0)
+    ctx, ext, runner, dc, di = e.ctx, e.ext, e.runner, e.dc, e.di
+    other = ext.api.library.create_data_item_from_data_and_metadata(di.xdata, "another image")
+    view = _panel_view(ext, e.win)
+    # the survey list holds the 2D images; "Selected" picks the selected one
+    titles = [d.title for d in view.survey_combo.items]
+    assert "survey" in titles and "another image" in titles
+    view._select_survey(other)
+    view.use_selected()
+    assert view.survey.uuid == di.uuid
+    view.criterion_edit.text, view.budget_edit.text, view.seeds_edit.text = "Si", "20", "5"
+    # Start from the panel; the user presses Stop while the 8th spectrum is evaluated
+    assert view.start(), view.status_label.text
+    assert runner.running and runner.criterion == "Si" and runner.budget == 20
+    t0 = time.perf_counter()
+    while runner.running and runner.n_measured < 8 and time.perf_counter() - t0 < 60:
+        dc.periodic()
+        time.sleep(0.01)
+    view.stop()
+    _pump(dc, runner)
+    assert runner.stopped and runner.error is None, (runner.state, runner.error)
+    n_stopped = len(MeasurementLog(runner.run_dir).read())
+    assert 8 <= n_stopped < 20
+    assert view.status_label.text.startswith("stopped") and view.progress.value == n_stopped
+    _beam_safe(ctx)
+    run_dir = runner.run_dir
+    assert view.run_dir_edit.text == str(run_dir)
+    first = [m.index for m in MeasurementLog(run_dir).read()]
+    # Resume from the panel: the stored points count, none is measured again
+    assert view.resume(), view.status_label.text
+    _pump(dc, runner)
+    assert runner.state == "finished" and runner.error is None, (runner.state, runner.error)
+    stored = MeasurementLog(run_dir).read()
+    idx = [m.index for m in stored]
+    assert len(stored) == 20 and idx[:n_stopped] == first and len(set(idx)) == 20
+    assert runner.result.stop_reason == "points" and len(runner.point_graphics) == 20
+    assert view.status_label.text.startswith("finished: 20/20") and view.progress.value == 20
+    assert "best" in view.status_label.text
+    pm = runner.predicted_item.xdata
+    assert pm.metadata["atomsmith"]["n_points"] == 20 and np.all(np.isfinite(pm.data)) and pm.data.std() > 0
 
 
-def test_the_panel_refuses_bad_fields_before_touching_the_beam(twin_swift):
-    ctx = twin_swift(seed=1, with_eels=True)
-    ext, runner = _extension(ctx, ctx.handles.twin)
-    try:
-        di, win = _survey(ctx, ext)
-        view = _panel_view(ext, win)
-        for field, text, message in [(view.budget_edit, "many", "budget"), (view.budget_edit, "1", "budget"),
-                                     (view.time_edit, "soon", "time limit"), (view.dose_edit, "-1", "peak dose"),
-                                     (view.criterion_edit, "Xq", "criterion"),
-                                     (view.width_edit, "-5", "edge width"), (view.stride_edit, "0", "stride")]:
-            old = field.text
-            field.text = text
-            assert not view.start()
-            assert view.status_label.text.startswith("refused") and message in view.status_label.text, \
-                view.status_label.text
-            assert runner.thread is None and runner.predicted_item is None
-            field.text = old
-        view.run_dir_edit.text = "/nonexistent/run"
-        assert not view.resume() and "no automated experiment to resume" in view.status_label.text
-    finally:
-        ext.close()
+def test_the_panel_refuses_bad_fields_before_touching_the_beam(explore):
+    e = explore(1)
+    runner = e.runner
+    view = _panel_view(e.ext, e.win)
+    for field, text, message in [(view.budget_edit, "many", "budget"), (view.budget_edit, "1", "budget"),
+                                 (view.time_edit, "soon", "time limit"), (view.dose_edit, "-1", "peak dose"),
+                                 (view.criterion_edit, "Xq", "criterion"),
+                                 (view.width_edit, "-5", "edge width"), (view.stride_edit, "0", "stride")]:
+        old = field.text
+        field.text = text
+        assert not view.start()
+        assert view.status_label.text.startswith("refused") and message in view.status_label.text, \
+            view.status_label.text
+        assert runner.thread is None and runner.predicted_item is None
+        field.text = old
+    view.run_dir_edit.text = "/nonexistent/run"
+    assert not view.resume() and "no automated experiment to resume" in view.status_label.text
 
 
-def test_the_panel_probes_the_atomic_columns_found_in_the_survey(twin_swift):
+def test_the_panel_probes_the_atomic_columns_found_in_the_survey(explore):
     """Candidates "atoms": every spectrum is taken on a column of the twin's sample."""
-    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
-    twin = ctx.handles.twin
-    ext, runner = _extension(ctx, twin)
-    dc = ctx.document_controller
-    try:
-        di, win = _survey(ctx, ext, px=96)  # ~0.02 nm per pixel: the columns are resolved
-        view = _panel_view(ext, win)
-        view.budget_edit.text, view.seeds_edit.text = "10", "4"
-        view.candidates_combo.current_index = 1
-        assert view.start(), view.status_label.text
-        _pump(dc, runner)
-        assert runner.state == "finished" and runner.error is None, (runner.state, runner.error)
-        res = runner.result
-        assert len(res.measurements) == 10
-        atoms_nm = twin.sample.xy_A / 10.0
-        d = [float(np.min(np.hypot(*(atoms_nm - np.asarray(m.xy_nm)).T))) for m in res.measurements]
-        assert max(d) < 0.04, d  # on a column (graphene bond 0.142 nm)
-        # the predicted map fills each column's Voronoi cell
-        pm = runner.predicted_item.xdata.data
-        assert pm.shape == (96, 96) and np.all(np.isfinite(pm)) and len(np.unique(pm)) > 10
-        si = atoms_nm[twin.sample.species == "Si"]
-        d_si = float(np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T)))
-        print(f"{len(res.candidates_xy_nm)} columns found; spectra within {max(d) * 1000:.0f} pm of a column; "
-              f"best point {d_si:.3f} nm from the Si")
-    finally:
-        ext.close()
+    e = explore(6, survey_px=96, time_scale=10.0)  # ~0.02 nm per pixel: the columns are resolved
+    twin, runner = e.twin, e.runner
+    view = _panel_view(e.ext, e.win)
+    view.budget_edit.text, view.seeds_edit.text = "10", "4"
+    view.candidates_combo.current_index = 1
+    assert view.start(), view.status_label.text
+    _pump(e.dc, runner)
+    assert runner.state == "finished" and runner.error is None, (runner.state, runner.error)
+    res = runner.result
+    assert len(res.measurements) == 10
+    atoms_nm = twin.sample.xy_A / 10.0
+    d = [float(np.min(np.hypot(*(atoms_nm - np.asarray(m.xy_nm)).T))) for m in res.measurements]
+    assert max(d) < 0.04, d  # on a column (graphene bond 0.142 nm)
+    # the predicted map fills each column's Voronoi cell
+    pm = runner.predicted_item.xdata.data
+    assert pm.shape == (96, 96) and np.all(np.isfinite(pm)) and len(np.unique(pm)) > 10
+    si = atoms_nm[twin.sample.species == "Si"]
+    d_si = float(np.min(np.hypot(*(si - np.asarray(res.best.xy_nm)).T)))
+    print(f"{len(res.candidates_xy_nm)} columns found; spectra within {max(d) * 1000:.0f} pm of a column; "
+          f"best point {d_si:.3f} nm from the Si")
 
 
-def test_the_panels_time_limit_ends_the_run(twin_swift):
-    ctx = twin_swift(seed=6, with_eels=True, time_scale=10.0)
-    ext, runner = _extension(ctx, ctx.handles.twin)
-    try:
-        di, win = _survey(ctx, ext)
-        view = _panel_view(ext, win)
-        view.budget_edit.text, view.time_edit.text, view.model_combo.current_index = "1000", "4", 1  # gp
-        assert view.start(), view.status_label.text
-        assert runner.budget.time_s == 4.0 and runner.budget.points == 1000
-        _pump(ctx.document_controller, runner)
-        assert runner.state == "finished" and runner.result.stop_reason == "time", (runner.state, runner.error)
-        n = len(MeasurementLog(runner.run_dir).read())
-        assert 1 <= n < 1000 and view.status_label.text.startswith(f"finished: {n}/1000")
-        assert ctx.instrument.GetVal("C_Blank") == 1.0
-    finally:
-        ext.close()
+def test_the_panels_time_limit_ends_the_run(explore):
+    e = explore(6, time_scale=10.0)
+    runner = e.runner
+    view = _panel_view(e.ext, e.win)
+    view.budget_edit.text, view.time_edit.text, view.model_combo.current_index = "1000", "4", 1  # gp
+    assert view.start(), view.status_label.text
+    assert runner.budget.time_s == 4.0 and runner.budget.points == 1000
+    _pump(e.dc, runner)
+    assert runner.state == "finished" and runner.result.stop_reason == "time", (runner.state, runner.error)
+    n = len(MeasurementLog(runner.run_dir).read())
+    assert 1 <= n < 1000 and view.status_label.text.startswith(f"finished: {n}/1000")
+    assert e.ctx.instrument.GetVal("C_Blank") == 1.0

@@ -28,13 +28,6 @@ def _frame(n=192, dose=2e5, seed=0, valid_rows=None):
     return im, xd
 
 
-def _show(dc, api, data_item):
-    panel = dc.workspace_controller.display_panels[0]
-    panel.set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(data_item._data_item))
-    dc.selected_display_panel = panel
-    return api.application.document_windows[0]
-
-
 def test_menu_items_are_in_the_atomsmith_menu(swift):
     dc, ext, api = swift
     menu = dc.get_or_create_menu("atomsmith_menu", "Atomsmith", "window_menu")
@@ -43,11 +36,11 @@ def test_menu_items_are_in_the_atomsmith_menu(swift):
         assert name in titles
 
 
-def test_find_atoms_marks_the_dopants_and_counts_all_columns(swift):
+def test_find_atoms_marks_the_dopants_and_counts_all_columns(swift, show):
     dc, ext, api = swift
     im, xd = _frame()
     di = api.library.create_data_item_from_data_and_metadata(xd, "graphene")
-    win = _show(dc, api, di)
+    win = show(dc, api, di)
     h = ext.handlers["find_atoms"]
     h.menu_item_execute(win)
     h.last_thread.join(60)
@@ -85,11 +78,11 @@ def _settle(dc, computation):
     return ls
 
 
-def test_live_atom_finding_skips_partial_frames(swift):
+def test_live_atom_finding_skips_partial_frames(swift, show):
     dc, ext, api = swift
     im, xd = _frame(n=128)
     di = api.library.create_data_item_from_data_and_metadata(xd, "live HAADF")
-    win = _show(dc, api, di)
+    win = show(dc, api, di)
     h = ext.handlers["live_atom_finding"]
     h.menu_item_execute(win)
     ls = _settle(dc, h.computation)
@@ -114,13 +107,13 @@ def test_live_atom_finding_skips_partial_frames(swift):
 
 
 @pytest.mark.slow
-def test_train_on_this_frame_then_stop(swift):
+def test_train_on_this_frame_then_stop(swift, show):
     from nionswift_plugin.atomsmith.state import STATE
 
     dc, ext, api = swift
     im, xd = _frame(n=128)
     di = api.library.create_data_item_from_data_and_metadata(xd, "train me")
-    win = _show(dc, api, di)
+    win = show(dc, api, di)
     trainer = ext.handlers["train_on_frame"]
     trainer.steps = 2000
     trainer.menu_item_execute(win)

@@ -33,12 +33,6 @@ def movie():
                           dose_e_per_A2=2e4, diffusion_nm2_per_s=D_TRUE, frame_time_s=DT_S, seed=0, progress=False)
 
 
-@pytest.fixture
-def td(swift):
-    """The Swift of conftest; the Atomsmith extension holds the defect-dynamics menu items."""
-    yield swift
-
-
 def _sequence(frames, time_cal=None, metadata=None):
     time_cal = time_cal if time_cal is not None else Calibration.Calibration(0.0, DT_S, "s")
     cals = [time_cal, Calibration.Calibration(0.0, PX_NM, "nm"), Calibration.Calibration(0.0, PX_NM, "nm")]
@@ -54,13 +48,6 @@ def _frame(image, index=None, valid_rows=None):
     return DataAndMetadata.new_data_and_metadata(
         np.asarray(image, np.float32), dimensional_calibrations=[Calibration.Calibration(0.0, PX_NM, "nm")] * 2,
         metadata={"hardware_source": hs} if hs else {})
-
-
-def _show(dc, api, data_item):
-    panel = dc.workspace_controller.display_panels[0]
-    panel.set_display_panel_display_item(dc.document_model.get_display_item_for_data_item(data_item._data_item))
-    dc.selected_display_panel = panel
-    return api.application.document_windows[0]
 
 
 def _visible(mv, t):
@@ -80,10 +67,10 @@ def _matched(mv, positions, labels, start=0):
     return np.array(found), np.array(true)
 
 
-def test_menu_items_and_clear_errors_for_wrong_input(td, movie):
+def test_menu_items_and_clear_errors_for_wrong_input(swift, show, movie):
     from nionswift_plugin.atomsmith.track_defects import frame_time_s
 
-    dc, ext2, api = td
+    dc, ext2, api = swift
     menu = dc.get_or_create_menu("atomsmith_menu", "Atomsmith", "window_menu")
     titles = [getattr(a, "title", None) for a in menu.items]
     assert "Track Defects" in titles and "Live Defect Counts" in titles
@@ -92,30 +79,30 @@ def test_menu_items_and_clear_errors_for_wrong_input(td, movie):
 
     # a single image is not a sequence: refused with a notification, not raised into Swift
     single = api.library.create_data_item_from_data_and_metadata(_frame(movie.frames[0]), "one frame")
-    h.menu_item_execute(_show(dc, api, single))
+    h.menu_item_execute(show(dc, api, single))
     assert h.thread is None and "not a sequence" in h.error and "Live Defect Counts" in h.error
     # a sequence without a frame time, or with a NaN one
     bare = api.library.create_data_item_from_data_and_metadata(
         _sequence(movie.frames[:3], Calibration.Calibration()), "no time")
-    h.menu_item_execute(_show(dc, api, bare))
+    h.menu_item_execute(show(dc, api, bare))
     assert "time between frames" in h.error and h.thread is None
     nan = api.library.create_data_item_from_data_and_metadata(
         _sequence(movie.frames[:3], Calibration.Calibration(0.0, float("nan"), "s")), "nan time")
-    h.menu_item_execute(_show(dc, api, nan))
+    h.menu_item_execute(show(dc, api, nan))
     assert "not a positive frame time" in h.error and h.thread is None
     # frames not calibrated in nm
     pix = _sequence(movie.frames[:3])
     pix = DataAndMetadata.new_data_and_metadata(pix.data, dimensional_calibrations=[pix.dimensional_calibrations[0],
                                                 Calibration.Calibration(), Calibration.Calibration()],
                                                 data_descriptor=pix.data_descriptor)
-    h.menu_item_execute(_show(dc, api, api.library.create_data_item_from_data_and_metadata(pix, "pixels")))
+    h.menu_item_execute(show(dc, api, api.library.create_data_item_from_data_and_metadata(pix, "pixels")))
     assert "calibrated in nm" in h.error and h.thread is None
     # the live variant refuses a sequence and points to Track Defects
-    ext2.handlers["live_defect_counts"].menu_item_execute(_show(dc, api, bare))
+    ext2.handlers["live_defect_counts"].menu_item_execute(show(dc, api, bare))
     assert ext2.handlers["live_defect_counts"].computation is None
     # a sequence the core cannot analyse (blank frames): the worker's error is notified, no results
     blank = api.library.create_data_item_from_data_and_metadata(_sequence(np.zeros((2, 64, 64))), "blank")
-    h.menu_item_execute(_show(dc, api, blank))
+    h.menu_item_execute(show(dc, api, blank))
     h.thread.join(60)
     dc.periodic()
     assert h.error is not None and h.items == {}
@@ -129,16 +116,17 @@ def test_menu_items_and_clear_errors_for_wrong_input(td, movie):
 
 
 @pytest.mark.slow  # 11 s on 2 idle cores (atom finding in 14 frames of 128^2), 34 s under load
-def test_track_defects_on_a_recorded_sequence_matches_the_truth(td, movie):
+def test_track_defects_on_a_recorded_sequence_matches_the_truth(swift, show, movie):
     from sklearn.metrics import adjusted_rand_score
 
-    from nionswift_plugin.atomsmith.track_defects import TRACK_GRAPHIC_ID, class_counts
+    from atomsmith.dynamics import class_counts
+    from nionswift_plugin.atomsmith.track_defects import TRACK_GRAPHIC_ID
 
-    dc, ext2, api = td
+    dc, ext2, api = swift
     mv = movie
     di = api.library.create_data_item_from_data_and_metadata(_sequence(mv.frames), "twin movie")
     h = ext2.handlers["track_defects"]
-    h.menu_item_execute(_show(dc, api, di))
+    h.menu_item_execute(show(dc, api, di))
     h.thread.join(300)
     dc.periodic()  # the commit on the "UI thread"
     assert h.error is None, h.error
@@ -208,18 +196,18 @@ def test_track_defects_on_a_recorded_sequence_matches_the_truth(td, movie):
           f"[{[(round(r['ci_low'], 4), round(r['ci_high'], 4)) for r in s['diffusion']]}], timings {h.timings}")
 
 
-def test_live_defect_counts_grow_frame_by_frame(td, movie):
+def test_live_defect_counts_grow_frame_by_frame(swift, show, movie):
     from sklearn.metrics import adjusted_rand_score
 
     from nionswift_plugin.atomsmith import live
 
-    dc, ext2, api = td
+    dc, ext2, api = swift
     mv = movie
     n_live, fit = 8, 4
     di = api.library.create_data_item_from_data_and_metadata(_frame(mv.frames[0], 0), "live HAADF")
     h = ext2.handlers["live_defect_counts"]
     h.fit_frames, h.n_classes = fit, 2
-    h.menu_item_execute(_show(dc, api, di))
+    h.menu_item_execute(show(dc, api, di))
     assert h.computation is not None
 
     def settle():
