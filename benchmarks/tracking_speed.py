@@ -24,7 +24,7 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
-from atomsmith.dynamics import link
+from atomsmith.dynamics.tracking import link, link_accuracy
 
 
 def _timed(fn):
@@ -76,19 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ref = min(refs)
     first, first_cpu, tracks = runs[0]
     dt = min(r[0] for r in runs)
-    where = {}
-    for t, (f, i) in enumerate(zip(frames, ids, strict=True)):
-        for k, p in zip(i, f, strict=True):
-            where[(t, p[0], p[1])] = k
-    good = total = 0
-    for tr in tracks:
-        who = [where[(int(r[0]), r[1], r[2])] for r in tr]
-        good += sum(a == b for a, b in zip(who[:-1], who[1:], strict=True))
-        total += len(who) - 1
+    frac, total = link_accuracy(tracks, frames, ids)
     print(f"{n} walkers x {nt} frames ({sum(len(f) for f in frames)} detections)")
     print(f"atomsmith link (gate 6 px, gaps <= 2{', drift removed' if args.drift else ''}): {dt:.2f} s "
           f"(best of {args.repeat}; first call {first:.2f} s, CPU {first_cpu:.2f} s), "
-          f"{len(tracks)} tracks, {good / total:.4f} of links correct")
+          f"{len(tracks)} tracks, {frac:.4f} of links correct")
     print(f"reference: cKDTree nearest-neighbour queries only: {ref:.2f} s (ratio {dt / ref:.2f})")
     tp = _trackpy_time(frames)
     if tp is not None:

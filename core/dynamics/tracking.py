@@ -410,3 +410,26 @@ def link(frames, max_displacement_px: float, *, max_gap: int = 2, min_length: in
     rows[:, 2] = y0[src]
     long = np.flatnonzero(length >= min_length)
     return [rows[a:b] for a, b in zip(first[long].tolist(), first[long + 1].tolist(), strict=True)]
+
+
+def link_accuracy(tracks, frames, ids) -> tuple[float, int]:
+    """Fraction of correct links in ``tracks`` against known identities (a ground-truth check).
+
+    Args:
+        tracks: output of :func:`link` ((L, 3) rows of frame, x, y per track).
+        frames: the per-frame (N_t, 2) positions given to :func:`link`.
+        ids: per frame, (N_t,) true identity of each position.
+
+    Returns:
+        (fraction of consecutive track steps that join the same true identity, number of steps).
+    """
+    where = {}
+    for t, (f, i) in enumerate(zip(frames, ids, strict=True)):
+        for k, p in zip(i, f, strict=True):
+            where[(t, p[0], p[1])] = k
+    good = total = 0
+    for tr in tracks:
+        who = [where[(int(r[0]), r[1], r[2])] for r in tr]
+        good += sum(a == b for a, b in zip(who[:-1], who[1:], strict=True))
+        total += len(who) - 1
+    return (good / total if total else float("nan")), total

@@ -10,6 +10,7 @@ from scipy.optimize import linear_sum_assignment
 
 from atomsmith.dynamics import estimate_drift, link
 from atomsmith.dynamics import tracking as trk
+from atomsmith.dynamics.tracking import link_accuracy
 
 
 def _walkers(n, nt, field, seed=0, step=1.0, miss=0.01, drift=(1.5, -0.8), noise=0.1):
@@ -23,19 +24,6 @@ def _walkers(n, nt, field, seed=0, step=1.0, miss=0.01, drift=(1.5, -0.8), noise
         frames.append(pos[order, t])
         ids.append(order)
     return frames, ids
-
-
-def _links_correct(tracks, frames, ids):
-    where = {}
-    for t, (f, i) in enumerate(zip(frames, ids, strict=True)):
-        for k, p in zip(i, f, strict=True):
-            where[(t, p[0], p[1])] = k
-    good = total = 0
-    for tr in tracks:
-        who = [where[(int(r[0]), r[1], r[2])] for r in tr]
-        good += sum(a == b for a, b in zip(who[:-1], who[1:], strict=True))
-        total += len(who) - 1
-    return good / total, total
 
 
 def _reference_link(frames, gate, max_gap):
@@ -76,7 +64,7 @@ def test_random_walks_links_correct_and_gaps_bridged():
     # the benchmark's density (~0.6 walkers per 1000 px^2), 1 % missed detections
     frames, ids = _walkers(2000, 40, 1800, seed=3)
     tracks = link(frames, 6.0, max_gap=2)
-    frac, n_links = _links_correct(tracks, frames, ids)
+    frac, n_links = link_accuracy(tracks, frames, ids)
     assert frac >= 0.99
     assert n_links >= 0.97 * sum(len(f) for f in frames[1:])  # nearly every detection linked
     assert len(tracks) < 1.1 * 2000  # 1 % misses do not cut tracks: gaps are bridged
@@ -253,7 +241,7 @@ def test_drift_is_estimated_and_removed():
     np.testing.assert_allclose(np.diff(drift, axis=0), [[1.2, -0.9]] * 14, atol=0.1)  # 5 sigma
     np.testing.assert_allclose(drift[-1], [14 * 1.2, 14 * -0.9], atol=0.3)
     tracks = link(frames, 2.0, remove_drift=True)
-    frac, n_links = _links_correct(tracks, frames, ids)
+    frac, n_links = link_accuracy(tracks, frames, ids)
     assert frac >= 0.99 and n_links >= 0.97 * sum(len(f) for f in frames[1:])
     # positions are returned as measured, drift included
     measured = {(t, x, y) for t, f in enumerate(frames) for x, y in f}
