@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = min(refs)
     first, first_cpu, tracks = runs[0]
     dt = min(r[0] for r in runs)
-    frac, total = link_accuracy(tracks, frames, ids)
+    frac, _ = link_accuracy(tracks, frames, ids)
     print(f"{n} walkers x {nt} frames ({sum(len(f) for f in frames)} detections)")
     print(f"atomsmith link (gate 6 px, gaps <= 2{', drift removed' if args.drift else ''}): {dt:.2f} s "
           f"(best of {args.repeat}; first call {first:.2f} s, CPU {first_cpu:.2f} s), "
