@@ -6,10 +6,11 @@ Torch is imported only when a U-Net is used (``AtomFinder``, ``find_atoms(model=
 from .classify import classify_columns
 from .defects import Defects, find_defects
 from .find import find_atoms
+from .quality import AtomFindingWarning, FindingQuality
 from .spacing import LatticePeriod, estimate_lattice_period
 from .table import AtomTable
 
-__all__ = ["AtomFinder", "AtomTable", "Defects", "LatticePeriod", "classify_columns", "estimate_lattice_period",
+__all__ = ["AtomFinder", "AtomFindingWarning", "AtomTable", "FindingQuality", "Defects", "LatticePeriod", "classify_columns", "estimate_lattice_period",
            "find_atoms", "find_defects", "refine_positions"]
 
 

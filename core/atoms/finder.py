@@ -10,10 +10,11 @@ import torch
 
 from .checks import as_image
 from .heatmap import heatmap_to_xy
-from .scale import ModelScale, choose_scale, resample
+from .quality import Z_MIN, assess, column_contrast, nearest_distance, noise_sigma, stands_above_noise
+from .scale import TARGET_NN_PX, ModelScale, check_period, choose_scale, resample
 from .table import AtomTable
 from .training import d4, default_device, train_unet
-from .training_data import column_mask, normalize_image
+from .training_data import MODEL_PERIOD_PX, column_mask, normalize_image
 from .unet import UNet, seeded_unet
 
 _TILE_PX = 768
@@ -38,6 +39,11 @@ class AtomFinder:
                  device: str | torch.device | None = None) -> None:
         self.model = model if model is not None else seeded_unet(0, base=8, depth=3)
         self.model.eval()
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.integer | np.floating) \
+                or not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold={threshold!r} must be a probability strictly between 0 and 1")
+        if refine not in (None, "com", "gaussian"):
+            raise ValueError(f"refine={refine!r}: use 'com', 'gaussian' or None")
         self.threshold = float(threshold)
         self.refine = refine
         self.device = torch.device(device) if device is not None else default_device()
@@ -127,20 +133,74 @@ class AtomFinder:
             :class:`AtomTable` with positions in pixels of ``image``.
         """
         img = as_image(image)
+        period_px = check_period(period_px, img.shape)
         prob, scale = self.predict_probability(img, period_px=period_px)
         xy, conf = heatmap_to_xy(prob, self.threshold)
         xy = xy / scale.factor
+        how = scale.method
+        xy, conf, scale, how = self._rescale_if_inconsistent(img, xy, conf, scale, how, period_px is not None)
+        # columns must stand above the noise and above their surroundings (an empty cell centre,
+        # a noise bump or a contamination ripple does not)
+        nn = nearest_distance(xy) if len(xy) > 1 else scale.period_px * 0.7
+        sigma = noise_sigma(img)
+        n_det = len(xy)
+        if len(xy) and np.isfinite(nn):
+            contrast, z = column_contrast(img, xy, nn, sigma=sigma)
+            keep = z >= Z_MIN
+            if not stands_above_noise(z[keep], xy[keep], img.shape, np.isfinite(scale.period_px)):
+                keep[:] = False
+            xy, conf, contrast = xy[keep], conf[keep], contrast[keep]
+        else:
+            contrast = None
+        n_rejected = n_det - len(xy)
         method = self.refine if refine is True else (refine or None)
         meta = {"finder": "unet", "scale": scale.to_dict(), "threshold": self.threshold, "refine": method}
+        quality = assess(img, xy, period_px=scale.period_px, period_method=how, n_rejected=n_rejected,
+                         contrast=contrast, sigma=sigma)
+        if how == "none" and len(xy) and not quality.ok:
+            # no lattice and no consistent set of isolated columns: nothing trustworthy to return
+            quality = assess(img, xy[:0], period_px=scale.period_px, period_method=how,
+                             n_rejected=n_det, sigma=sigma, agreement=False)
+            xy, conf = xy[:0], conf[:0]
         if len(xy) == 0:
-            return AtomTable.empty(pixel_size_nm, **meta)
+            return AtomTable.empty(pixel_size_nm, **meta).replace(quality=quality)
         if method:
             table = _refine(img, xy, method, scale.period_px, pixel_size_nm, blend)
             return table.replace(confidence=np.minimum(conf, table.confidence),
-                                 metadata={**table.metadata, **meta})
+                                 metadata={**table.metadata, **meta}, quality=quality)
         vals = img[np.clip(np.round(xy[:, 1]).astype(int), 0, img.shape[0] - 1),
                    np.clip(np.round(xy[:, 0]).astype(int), 0, img.shape[1] - 1)]
-        return AtomTable(xy, vals, np.zeros(len(xy), int), conf, pixel_size_nm=pixel_size_nm, metadata=meta)
+        return AtomTable(xy, vals, np.zeros(len(xy), int), conf, pixel_size_nm=pixel_size_nm, metadata=meta,
+                         quality=quality)
+
+    def _rescale_if_inconsistent(self, img, xy, conf, scale: ModelScale, how: str, given: bool):
+        """A second pass when the first pass's columns say the scale was wrong.
+
+        The network is trained for columns 4-20 px apart at model scale. When the columns found
+        at the measured period lie outside 5-16 px there (or no period was measured), the image
+        is brought to the scale where they would be 9 px apart and searched again; the second
+        pass is kept when its columns confirm that scale.
+        """
+        if given or len(xy) < 6:
+            return xy, conf, scale, how
+        nn = nearest_distance(xy)
+        nn_model = nn * scale.factor
+        if how != "none" and 5.0 <= nn_model <= 16.0:
+            return xy, conf, scale, how
+        factor = TARGET_NN_PX / nn
+        if not 0.05 <= factor <= 4.0:
+            return xy, conf, scale, how
+        scale2 = ModelScale(float(factor), scale.period_px if how != "none" else float(MODEL_PERIOD_PX / factor),
+                            "fft+columns" if how.startswith("fft") else "columns", scale.columns_nn_px)
+        prob2 = self._forward_tiled(normalize_image(resample(img, scale2.factor)))
+        xy2, conf2 = heatmap_to_xy(prob2, self.threshold)
+        xy2 = xy2 / scale2.factor
+        if len(xy2) < 6:
+            return xy, conf, scale, how
+        nn2 = nearest_distance(xy2) * scale2.factor
+        if 5.0 <= nn2 <= 16.0:
+            return xy2, conf2, scale2, scale2.method
+        return xy, conf, scale, how
 
     # ------------------------------------------------------------------ training
     def fit(self, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], *, steps: int = 600,

@@ -1,9 +1,14 @@
 """The generic column finder shipped with atomsmith: how its weights are made and loaded.
 
 ``atomsmith train-generic`` runs :func:`train_generic_model`: it renders a pool of twin images
-across graphene, hBN, MX2 and perovskites (see :func:`.training_data.random_twin_sample`), then
-trains the U-Net with fresh Poisson noise (1e3-1e6 e/A^2), gain, offset and the eight square
-symmetries drawn for every batch. The shipped file is ``weights/generic_unet.pt``.
+across graphene, hBN, MX2 and perovskites (see :func:`.training_data.random_twin_sample`) and a
+larger pool of parametric lattices (any Bravais lattice and basis, widths 0.07-0.37 of the
+column spacing, holes, steps, gradients, contamination, scan noise; see
+:mod:`.training_lattices`), then trains the U-Net with the eight square symmetries drawn for
+every batch (and fresh Poisson noise, gain and offset for the twin images). The twin alone
+taught the network its materials' lattices as a prior (a column painted into every empty cell
+of a square lattice); the parametric lattices break that prior. The shipped file is
+``weights/generic_unet.pt``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .training import d4, train_unet
 from .training_data import TrainingSample, noisy_counts, normalize_image, random_twin_sample
+from .training_lattices import random_lattice_sample
 from .unet import UNet
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -25,48 +31,67 @@ GENERIC_WEIGHTS = WEIGHTS_DIR / "generic_unet.pt"
 GENERIC_ARCH = {"base": 8, "depth": 3}
 
 
-def _make_samples(args: tuple[int, int, int]) -> list[TrainingSample]:
+def _make_samples(args: tuple[int, int, int, str]) -> list[TrainingSample]:
     """A worker process's share of the pool."""
-    seed, n, size = args
+    seed, n, size, kind = args
     rng = np.random.default_rng(seed)
-    return [random_twin_sample(rng, size) for _ in range(n)]
+    make = random_twin_sample if kind == "twin" else random_lattice_sample
+    return [make(rng, size) for _ in range(n)]
 
 
-def sample_pool(n_samples: int, *, size_px: int = 128, seed: int = 0, workers: int = 2,
-                progress: bool = True) -> list[TrainingSample]:
-    """Render ``n_samples`` twin training images (in ``workers`` processes, reproducible by seed)."""
-    chunk = 25
-    jobs = [(seed * 100003 + i, min(chunk, n_samples - i * chunk), size_px)
+def sample_pool(n_samples: int, *, size_px: int = 128, seed: int = 0, workers: int = 2, progress: bool = True,
+                kind: str = "twin") -> list[TrainingSample]:
+    """Render ``n_samples`` training images in ``workers`` processes, reproducible by seed.
+
+    ``kind``: ``"twin"`` (the twin's materials) or ``"lattice"`` (parametric lattices).
+    """
+    if kind not in ("twin", "lattice"):
+        raise ValueError(f"kind={kind!r}: use 'twin' or 'lattice'")
+    chunk = 25 if kind == "twin" else 200
+    salt = 0 if kind == "twin" else 7919
+    jobs = [(seed * 100003 + i + salt, min(chunk, n_samples - i * chunk), size_px, kind)
             for i in range(-(-n_samples // chunk))]
     out: list[TrainingSample] = []
     # one torch thread per worker process: the processes already use the cores
     with ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as ex:
-        for part in tqdm(ex.map(_make_samples, jobs), total=len(jobs), desc="twin training images",
+        for part in tqdm(ex.map(_make_samples, jobs), total=len(jobs), desc=f"{kind} training images",
                          disable=not progress):
             out.extend(part)
     return out
 
 
 def pool_batches(pool: list[TrainingSample], batch_size: int = 16):
-    """A ``make_batch`` function drawing noisy, D4-augmented batches from a pool."""
+    """A ``make_batch`` function drawing D4-augmented batches from a pool.
+
+    Twin samples (noise-free, with a pixel area) get fresh noise at every draw; parametric
+    samples (``pixel_area_A2 == 0``) already hold their counts.
+    """
 
     def make_batch(rng: np.random.Generator):
         idx = rng.integers(len(pool), size=batch_size)
         xs, ys = [], []
         for i in idx:
             k = int(rng.integers(8))
-            xs.append(d4(normalize_image(noisy_counts(pool[i], rng)), k))
-            ys.append(d4(pool[i].target, k))
+            s = pool[i]
+            img = noisy_counts(s, rng) if s.pixel_area_A2 > 0 else s.signal
+            xs.append(d4(normalize_image(img), k))
+            ys.append(d4(s.target, k))
         return np.stack(xs), np.stack(ys)
 
     return make_batch
 
 
-def train_generic_model(out_path: str | Path = GENERIC_WEIGHTS, *, n_samples: int = 1200, steps: int = 1600,
-                        batch_size: int = 16, seed: int = 0, progress: bool = True) -> dict:
-    """Reproduce the shipped generic U-Net; returns a summary (times, final loss)."""
+def train_generic_model(out_path: str | Path = GENERIC_WEIGHTS, *, n_samples: int = 800, n_lattice: int = 4000,
+                        steps: int = 3000, batch_size: int = 16, seed: int = 0, progress: bool = True) -> dict:
+    """Reproduce the shipped generic U-Net; returns a summary (times, final loss).
+
+    Args:
+        n_samples: twin images; n_lattice: parametric lattice images; steps, batch_size, seed:
+            training settings (the shipped weights use the defaults).
+    """
     t0 = time.perf_counter()
-    pool = sample_pool(n_samples, seed=seed, progress=progress)
+    pool = sample_pool(n_samples, seed=seed, progress=progress, kind="twin")
+    pool += sample_pool(n_lattice, seed=seed, progress=progress, kind="lattice")
     t1 = time.perf_counter()
     model = UNet(**GENERIC_ARCH)
     losses = train_unet(model, pool_batches(pool, batch_size), steps=steps, seed=seed, progress=progress,
@@ -75,7 +100,7 @@ def train_generic_model(out_path: str | Path = GENERIC_WEIGHTS, *, n_samples: in
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"arch": GENERIC_ARCH, "state_dict": model.state_dict(),
-                "info": {"n_samples": n_samples, "steps": steps, "batch_size": batch_size, "seed": seed,
-                         "final_loss": float(np.mean(losses[-100:]))}}, out_path)
+                "info": {"n_samples": n_samples, "n_lattice": n_lattice, "steps": steps, "batch_size": batch_size,
+                         "seed": seed, "final_loss": float(np.mean(losses[-100:]))}}, out_path)
     return {"path": str(out_path), "render_s": t1 - t0, "train_s": t2 - t1,
             "final_loss": float(np.mean(losses[-100:]))}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,34 +17,139 @@ class ModelScale:
 
     Attributes:
         factor: model pixels per image pixel (1.0: not resampled).
-        period_px: measured dominant lattice period of the image (px).
+        period_px: lattice period of the image (px) that set the scale (NaN: none).
+        method: how the scale was found: ``"given"``, ``"fft"`` (power-spectrum period),
+            ``"fft+columns"`` (the period's scale corrected by the spacing of the columns a quick
+            classical detection finds), ``"columns"`` (no lattice period; the columns' spacing),
+            ``"none"`` (the image as it is).
+        columns_nn_px: nearest-column distance (px) of the quick classical detection (NaN: not
+            measured or too few columns).
     """
 
     factor: float
     period_px: float
+    method: str = "fft"
+    columns_nn_px: float = float("nan")
 
     def to_dict(self) -> dict:
         """Fields as a dict."""
-        return {"factor": self.factor, "period_px": self.period_px}
+        return {"factor": self.factor, "period_px": self.period_px, "method": self.method,
+                "columns_nn_px": self.columns_nn_px}
+
+
+#: nearest-column distances (px) at model scale that the network handles well; outside this
+#: band the image is brought to ``TARGET_NN_PX``
+NN_BAND_PX = (4.5, 16.0)
+TARGET_NN_PX = 9.0
+
+
+def columns_spacing(image: np.ndarray, period_px: float = float("nan")) -> float:
+    """Median nearest distance (px) of the significant local maxima of the lightly smoothed image.
+
+    A second measure of scale, independent of the power spectrum: it sees a dumbbell's pair,
+    which the period hides, and it is not fooled by a slow modulation or the seams of a tiled
+    image that the spectrum may take for the lattice. Two smoothings are tried (one set by
+    ``period_px``, one of 1 px); the answer kept is the self-consistent one: the maxima that
+    stand above the noise must look like a lattice (most with the same number of neighbours).
+    NaN when neither is.
+    """
+    from .quality import noise_sigma
+
+    img = np.asarray(image, dtype=np.float64)
+    sigma = noise_sigma(img)
+    widths = [1.0]
+    if np.isfinite(period_px):
+        sp = float(np.clip(0.05 * period_px, 0.7, 3.0))
+        if abs(sp - 1.0) > 0.2:
+            widths.insert(0, sp)
+    best = (0.0, float("nan"))
+    for s in widths:
+        nn, nf = _maxima_spacing(img, s, period_px, sigma)
+        if np.isfinite(nf) and nf >= 0.5 and nf > best[0]:
+            best = (nf, nn)
+    return best[1]
+
+
+def _maxima_spacing(img: np.ndarray, s: float, period_px: float, sigma: float) -> tuple[float, float]:
+    """(median nearest distance, neighbour fraction) of the significant maxima at smoothing ``s``."""
+    from skimage.feature import peak_local_max
+
+    from .quality import Z_MIN, column_contrast, nearest_distance, neighbour_fraction
+
+    sm = ndimage.gaussian_filter(img, s)
+    rc = peak_local_max(sm, min_distance=max(2, int(round(2 * s))), exclude_border=False)
+    if len(rc) < 10:
+        return float("nan"), float("nan")
+    xy = rc[:, ::-1].astype(float)
+    guess = max(4.0, nearest_distance(xy))
+    contrast, z = column_contrast(img, xy, guess, sigma=sigma)
+    keep = z >= Z_MIN
+    if keep.sum() < 10:
+        return float("nan"), float("nan")
+    keep &= contrast >= 0.25 * np.percentile(contrast[keep], 90)
+    if keep.sum() < 10:
+        return float("nan"), float("nan")
+    nn = nearest_distance(xy[keep])
+    return nn, neighbour_fraction(xy[keep], img.shape, nn)
 
 
 def choose_scale(image: np.ndarray, period_px: float | None = None, margin: float = 0.05) -> ModelScale:
-    """Measure the lattice period (unless given) and pick the resampling factor.
+    """Measure the lattice period (unless given), check it against the columns, pick the factor.
 
     Images whose period lies inside the training band (with a small margin) are not resampled;
-    others are resampled so that the period becomes ``MODEL_PERIOD_PX``. When no period can be
-    measured (very low dose), the image is used as it is, with a warning.
+    others are resampled so that the period becomes ``MODEL_PERIOD_PX``. The period is then
+    checked against the spacing of the columns a quick classical detection finds
+    (:func:`columns_spacing`): when that spacing would land outside ``NN_BAND_PX`` at the
+    chosen scale (a dumbbell's pair, a slow modulation taken for the lattice), the columns set
+    the scale instead. Without any measurable period or columns the image is used as it is.
+    """
+    lo, hi = TRAIN_PERIOD_RANGE_PX
+    if period_px is not None:
+        if lo * (1 + margin) <= period_px <= hi * (1 - margin):
+            return ModelScale(1.0, float(period_px), "given")
+        return ModelScale(float(MODEL_PERIOD_PX / period_px), float(period_px), "given")
+    try:
+        period = estimate_lattice_period(image).period_px
+    except ValueError:
+        period = float("nan")
+    nn = columns_spacing(image, period)
+    if not np.isfinite(period):
+        if np.isfinite(nn) and nn >= 2.0:
+            f = TARGET_NN_PX / nn
+            return ModelScale(float(f), float(MODEL_PERIOD_PX / f), "columns", nn)
+        return ModelScale(1.0, float("nan"), "none", nn)
+    f = 1.0 if lo * (1 + margin) <= period <= hi * (1 - margin) else MODEL_PERIOD_PX / period
+    if np.isfinite(nn) and nn >= 2.0 and not NN_BAND_PX[0] <= nn * f <= NN_BAND_PX[1]:
+        # the spectrum's period disagrees with the columns: the columns set the scale, and the
+        # period is sought again among those the columns allow (a lattice period is at most
+        # ~3 column spacings; a tiled image's seams or a slow modulation lie beyond)
+        f = TARGET_NN_PX / nn
+        try:
+            period = estimate_lattice_period(image, min_period_px=max(3.0, 0.8 * nn),
+                                             max_period_px=3.0 * nn).period_px
+        except ValueError:
+            pass
+        return ModelScale(float(f), float(period), "fft+columns", nn)
+    return ModelScale(float(f), float(period), "fft", nn)
+
+
+def check_period(period_px, shape: tuple[int, int]) -> float | None:
+    """Validate a user's ``period_px``: a finite number of pixels from 3 px to half the image.
+
+    A period of 0.5 px would blow a 512^2 image up to 12,000^2 px (minutes of work for
+    nothing); a string or NaN is a mistake. Returns the period as float (or ``None``).
     """
     if period_px is None:
-        try:
-            period_px = estimate_lattice_period(image).period_px
-        except ValueError as exc:
-            warnings.warn(f"{exc}; using the image at its own scale", stacklevel=3)
-            return ModelScale(1.0, float("nan"))
-    lo, hi = TRAIN_PERIOD_RANGE_PX
-    if lo * (1 + margin) <= period_px <= hi * (1 - margin):
-        return ModelScale(1.0, float(period_px))
-    return ModelScale(float(MODEL_PERIOD_PX / period_px), float(period_px))
+        return None
+    if isinstance(period_px, bool) or not isinstance(period_px, int | float | np.integer | np.floating):
+        raise TypeError(f"period_px must be a number of pixels, got {type(period_px).__name__} {period_px!r}")
+    p = float(period_px)
+    hi = max(shape) / 2
+    if not np.isfinite(p) or not 3.0 <= p <= hi:
+        raise ValueError(f"period_px={period_px} is outside 3-{hi:g} px (the lattice period of this "
+                         f"{shape[0]}x{shape[1]} image must span at least 3 px and fit twice); "
+                         "leave it out to have it measured")
+    return p
 
 
 def resample(image: np.ndarray, factor: float) -> np.ndarray:

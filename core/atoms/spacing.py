@@ -70,13 +70,27 @@ def estimate_lattice_period(image: np.ndarray, *, min_period_px: float = 3.0,
     rr = np.hypot(yy - m // 2, xx - m // 2)
     rbin = np.round(rr).astype(int)
     nbin = m // 2
-    prof = ndimage.mean(power, labels=rbin, index=np.arange(nbin))
     f = np.arange(nbin) / m
-    max_period_px = max_period_px or n / 3.0
+    # an atomic-resolution image holds many periods: the period is first sought among those
+    # that fit at least 6 times (or up to 32 px on small images; a slow intensity modulation, the seams of a tiled or stitched
+    # image, a thickness step give strong low-frequency peaks that are no lattice), and only
+    # if none stands out there up to a third of the image
+    if max_period_px is None:
+        try:
+            return _period_in_range(power, f, rbin, nbin, m, n, min_period_px, max(n / 6.0, min(n / 3.0, 32.0)),
+                                    relative_threshold)
+        except ValueError:
+            max_period_px = n / 3.0
+    return _period_in_range(power, f, rbin, nbin, m, n, min_period_px, max_period_px, relative_threshold)
+
+
+def _period_in_range(power, f, rbin, nbin, m, n, min_period_px, max_period_px, relative_threshold) -> LatticePeriod:
+    """The spectrum analysis of :func:`estimate_lattice_period` within one range of periods."""
+    prof = ndimage.mean(power, labels=rbin, index=np.arange(nbin))
     ok = (f >= 1.0 / max_period_px) & (f <= min(0.5, 1.0 / min_period_px))
     if ok.sum() < 5:
         raise ValueError(f"image of {n} px is too small to measure a lattice period between "
-                         f"{min_period_px} and {max_period_px} px")
+                         f"{min_period_px} and {max_period_px:.3g} px")
     logp = np.log(prof + 1e-30)
     # smooth background: a wide running median in log power (peaks are narrow)
     width = max(5, int(nbin / 8), int(6 * m / n)) | 1  # wider than a padded peak

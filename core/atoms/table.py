@@ -22,6 +22,9 @@ class AtomTable:
         class_names: names of the labels, e.g. ``("C", "Si")``; empty when unclassified.
         pixel_size_nm: calibration (nm per pixel) or ``None``.
         metadata: how the table was made (method, parameters).
+        quality: the finder's quality report (:class:`~atomsmith.atoms.quality.FindingQuality`:
+            measured period and how, spacing, neighbours, agreement of two finders, ``ok``),
+            or ``None`` for a table not made by a finder.
     """
 
     xy: np.ndarray
@@ -31,6 +34,7 @@ class AtomTable:
     class_names: tuple[str, ...] = ()
     pixel_size_nm: float | None = None
     metadata: dict = field(default_factory=dict)
+    quality: object | None = None
 
     def __post_init__(self) -> None:
         xy = np.asarray(self.xy, dtype=float).reshape(-1, 2)
@@ -80,7 +84,7 @@ class AtomTable:
     def select(self, mask: np.ndarray) -> AtomTable:
         """Rows where ``mask`` is True (or the given indices)."""
         return AtomTable(self.xy[mask], self.intensity[mask], self.label[mask], self.confidence[mask],
-                         self.class_names, self.pixel_size_nm, dict(self.metadata))
+                         self.class_names, self.pixel_size_nm, dict(self.metadata), self.quality)
 
     def replace(self, **changes) -> AtomTable:
         """A copy with fields replaced."""
@@ -93,7 +97,8 @@ class AtomTable:
         return {"x": self.xy[:, 0], "y": self.xy[:, 1], "intensity": self.intensity, "label": self.label,
                 "label_name": self.label_names, "confidence": self.confidence,
                 "class_names": self.class_names, "pixel_size_nm": self.pixel_size_nm,
-                "metadata": self.metadata}
+                "metadata": self.metadata,
+                "quality": self.quality.to_dict() if self.quality is not None else None}
 
     def to_csv(self, path: str | Path) -> Path:
         """Write one row per column: x, y (px), [x_nm, y_nm], intensity, label, label_name, confidence."""

@@ -25,11 +25,18 @@ def d4(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy plus soft Dice (robust to the small foreground fraction)."""
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits)
-    inter = (p * target).sum(dim=(1, 2, 3))
-    dice = 1 - (2 * inter + 1) / (p.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
+    """Binary cross-entropy plus soft Dice (robust to the small foreground fraction).
+
+    Target pixels below zero are "don't care" (e.g. a very weak column that may or may not be
+    reported) and count in neither term.
+    """
+    care = (target >= 0).to(logits.dtype)
+    t = target.clamp(min=0)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, t, weight=care, reduction="sum")
+    bce = bce / care.sum().clamp(min=1)
+    p = torch.sigmoid(logits) * care
+    inter = (p * t).sum(dim=(1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum(dim=(1, 2, 3)) + t.sum(dim=(1, 2, 3)) + 1)
     return bce + dice.mean()
 
 

@@ -31,8 +31,11 @@ def add_parser(sub) -> None:
                        description="Render twin images across graphene, hBN, MX2 and perovskites and train "
                                    "the generic column-finding U-Net (about 25 min on 2 CPU cores).")
     t.add_argument("--out", type=Path, default=None, help="weights file (default: the package's generic_unet.pt)")
-    t.add_argument("--samples", type=ranged(16, 10**6, integer=True), default=1200)
-    t.add_argument("--steps", type=ranged(1, 10**7, integer=True), default=1600)
+    t.add_argument("--samples", type=ranged(16, 10**6, integer=True), default=800,
+                   help="twin training images")
+    t.add_argument("--lattice-samples", type=ranged(0, 10**6, integer=True), default=4000,
+                   help="parametric lattice training images")
+    t.add_argument("--steps", type=ranged(1, 10**7, integer=True), default=3000)
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=run_train_generic)
 
@@ -130,7 +133,8 @@ def run_train_generic(args) -> int:
     from ..atoms.generic import GENERIC_WEIGHTS, train_generic_model
 
     out = args.out or GENERIC_WEIGHTS
-    r = train_generic_model(out, n_samples=args.samples, steps=args.steps, seed=args.seed)
+    r = train_generic_model(out, n_samples=args.samples, n_lattice=args.lattice_samples, steps=args.steps,
+                            seed=args.seed)
     print(f"wrote {r['path']}: rendering {r['render_s']:.0f} s, training {r['train_s']:.0f} s, "
           f"final loss {r['final_loss']:.3f}")
     return 0

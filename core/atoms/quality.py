@@ -1,0 +1,273 @@
+"""How far a found column table can be trusted: significance of each column and a quality report.
+
+Every finder result carries a :class:`FindingQuality` (``AtomTable.quality``). The checks are
+physical, not tuned to one lattice:
+
+- **Significance.** A column is a local bump of the image: its smoothed value must stand above
+  the mean of a ring around it (radius 0.4 of the nearest-column distance) by ``z_min`` times
+  the noise of that difference. The pixel noise is measured with Immerkaer's second-difference
+  estimator (insensitive to smooth structure). An "invented" column in an empty cell centre
+  sits in a dip (negative contrast); a "column" in pure noise stands no higher than the noise.
+- **Spacing.** The nearest-column distance of the result against the lattice period that set
+  the network's scale (a column spacing below 0.3 or above 1.35 periods means the scale was
+  wrong).
+- **Neighbours.** The fraction of interior columns with the most common number of neighbours
+  within 1.35 nearest-column distances (a lattice: most columns alike; a scattered result:
+  few).
+- **Agreement.** F1 between the network's columns and a classical local-maximum finder's at the
+  same scale, over the columns with at least a third of the median contrast (a faint optional
+  column such as O in perovskite [110] does not count either way).
+
+``ok`` is False when any check fails; :func:`warn_if_doubtful` then issues one
+:class:`AtomFindingWarning` that says what is wrong and what to try.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+
+class AtomFindingWarning(UserWarning):
+    """A column-finding result that its own checks doubt (the message says why and what to try)."""
+
+
+#: significance (in noise sigmas) a column must reach to be kept: low, because at low dose a
+#: real column stands only a few sigmas above its ring (the network sees it by its lattice
+#: context); an invented column in a dip has z < 0
+Z_MIN = 2.0
+#: the median significance the columns of an image must reach together (else the image shows
+#: no columns, or only with a lattice of them: Z_LATTICE and a lattice-like arrangement)
+Z_IMAGE = 4.0
+Z_LATTICE = 3.0
+#: thresholds of the checks (see the module docstring)
+MIN_NEIGHBOUR_FRACTION = 0.55
+MIN_AGREEMENT = 0.85
+SPACING_RANGE = (0.3, 1.35)
+
+
+@dataclass(frozen=True)
+class FindingQuality:
+    """Quality report of a column-finding result.
+
+    Attributes:
+        period_px: lattice period (px) that set the finder's scale (NaN: none measured).
+        period_method: how it was found: ``"fft"``, ``"fft+columns"`` (re-scaled from the
+            columns of a first pass), ``"given"``, ``"columns"`` or ``"none"``.
+        nn_distance_px: median nearest-column distance of the result (px; NaN below 2 columns).
+        spacing_ratio: ``nn_distance_px / period_px``.
+        neighbour_fraction: fraction of interior columns with the modal neighbour count.
+        agreement: F1 of the network against a classical finder at the same scale (strong
+            columns only; NaN when not computed).
+        noise_sigma: pixel noise measured on the image (image units).
+        n_rejected: detections dropped as no higher than the noise or sitting in a dip.
+        n_columns: columns in the result.
+        ok: every check passed.
+        problems: what failed, in words (empty when ``ok``).
+    """
+
+    period_px: float
+    period_method: str
+    nn_distance_px: float
+    spacing_ratio: float
+    neighbour_fraction: float
+    agreement: float
+    noise_sigma: float
+    n_rejected: int
+    n_columns: int
+    ok: bool
+    problems: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """Fields as a dict."""
+        d = asdict(self)
+        d["problems"] = list(self.problems)
+        return d
+
+
+def noise_sigma(image: np.ndarray) -> float:
+    """Pixel noise standard deviation (image units), robust to smooth structure.
+
+    Immerkaer's estimator (the image convolved with the difference of two Laplacians, whose
+    response to planes and smooth curvature is ~0), with a median instead of a mean so that
+    sharp columns, which cover a minority of pixels, do not count.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], float)
+    r = ndimage.convolve(img, k, mode="reflect")[1:-1, 1:-1]
+    return float(np.median(np.abs(r)) / (0.6745 * 6.0))
+
+
+def _ring_offsets(radius: float, n: int = 16) -> np.ndarray:
+    a = np.arange(n) * 2 * np.pi / n
+    return np.stack([radius * np.cos(a), radius * np.sin(a)], 1)
+
+
+def column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, *, sigma: float | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Contrast of each column over a ring around it, and its significance in noise sigmas.
+
+    Args:
+        image: (H, W) image.
+        xy: (N, 2) column positions (x, y) in px.
+        nn_px: nearest-column distance (px): sets the smoothing (0.15 of it, at least 0.7 px) and
+            the ring radius (0.4 of it, at least 1.5 smoothing widths).
+        sigma: pixel noise (default: :func:`noise_sigma`).
+
+    Returns:
+        (contrast (N,) in image units, z (N,) = contrast / its noise).
+    """
+    img = np.asarray(image, dtype=np.float64)
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    if len(xy) == 0:
+        return np.zeros(0), np.zeros(0)
+    s = max(0.7, 0.15 * nn_px)
+    sm = ndimage.gaussian_filter(img, s, mode="reflect")
+    rho = max(0.4 * nn_px, 1.5 * s)
+    ring = _ring_offsets(rho)
+    centre = ndimage.map_coordinates(sm, [xy[:, 1], xy[:, 0]], order=1, mode="nearest")
+    # the column's own value: the highest of the centre and 4 points 0.15 nn away (the position
+    # may be off by a little before refinement)
+    near = _ring_offsets(0.15 * nn_px, 4)
+    vals = [centre] + [ndimage.map_coordinates(sm, [xy[:, 1] + dy, xy[:, 0] + dx], order=1, mode="nearest")
+                       for dx, dy in near]
+    top = np.max(vals, axis=0)
+    rv = np.mean([ndimage.map_coordinates(sm, [xy[:, 1] + dy, xy[:, 0] + dx], order=1, mode="nearest")
+                  for dx, dy in ring], axis=0)
+    contrast = top - rv
+    sig = noise_sigma(img) if sigma is None else float(sigma)
+    # smoothed white noise has sigma / (2 sqrt(pi) s); the ring mean averages ~16 such values
+    # that are partly correlated: the difference's noise is about 1.05 x the smoothed noise
+    sd = max(sig / (2 * np.sqrt(np.pi) * s) * 1.05, 1e-12 * (np.ptp(img) + 1e-30))
+    return contrast, contrast / sd
+
+
+def stands_above_noise(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int], lattice: bool) -> bool:
+    """Whether a set of detections (significances ``z``) is more than noise, taken together.
+
+    Their median significance must reach ``Z_IMAGE``, or ``Z_LATTICE`` when they form a lattice
+    (a measured period and most columns with the same number of neighbours): a column at
+    ~3 sigma is not believable alone, but a thousand of them on a lattice are.
+    """
+    if len(z) == 0:
+        return False
+    med = float(np.median(z))
+    if med >= Z_IMAGE:
+        return True
+    if med < Z_LATTICE or not lattice or len(z) < 10:
+        return False
+    nf = neighbour_fraction(xy, shape, nearest_distance(xy))
+    return bool(np.isfinite(nf) and nf >= 0.6)
+
+
+def nearest_distance(xy: np.ndarray) -> float:
+    """Median nearest-neighbour distance (px) of a point set (NaN below 2 points)."""
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    if len(xy) < 2:
+        return float("nan")
+    d, _ = cKDTree(xy).query(xy, k=2)
+    return float(np.median(d[:, 1]))
+
+
+def neighbour_fraction(xy: np.ndarray, shape: tuple[int, int], nn_px: float) -> float:
+    """Fraction of interior columns with the most common neighbour count within 1.35 nn."""
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    if len(xy) < 5 or not np.isfinite(nn_px):
+        return float("nan")
+    h, w = shape
+    m = 1.5 * nn_px
+    inner = (xy[:, 0] >= m) & (xy[:, 0] < w - m) & (xy[:, 1] >= m) & (xy[:, 1] < h - m)
+    if inner.sum() < 5:
+        return float("nan")
+    tree = cKDTree(xy)
+    counts = np.array([len(c) - 1 for c in tree.query_ball_point(xy[inner], 1.35 * nn_px)])
+    return float(np.bincount(counts).max() / len(counts))
+
+
+def match_f1(a: np.ndarray, b: np.ndarray, tol_px: float) -> float:
+    """F1 of two point sets matched one-to-one within ``tol_px`` (greedy by distance)."""
+    a = np.asarray(a, float).reshape(-1, 2)
+    b = np.asarray(b, float).reshape(-1, 2)
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    if len(a) == 0 or len(b) == 0:
+        return 0.0
+    d, j = cKDTree(b).query(a, distance_upper_bound=tol_px)
+    ok = np.isfinite(d)
+    order = np.argsort(d[ok])
+    used: set[int] = set()
+    tp = 0
+    for ai in np.nonzero(ok)[0][order]:
+        if j[ai] not in used:
+            used.add(int(j[ai]))
+            tp += 1
+    return float(2 * tp / (len(a) + len(b)))
+
+
+def classical_columns(image: np.ndarray, nn_px: float) -> np.ndarray:
+    """Local maxima of the image smoothed at 0.15 nn, at least 0.5 nn apart (x, y px)."""
+    from skimage.feature import peak_local_max
+
+    s = max(0.7, 0.15 * nn_px)
+    sm = ndimage.gaussian_filter(np.asarray(image, np.float64), s)
+    rc = peak_local_max(sm, min_distance=max(1, int(0.5 * nn_px)), exclude_border=False)
+    return rc[:, ::-1].astype(float)
+
+
+def assess(image: np.ndarray, xy: np.ndarray, *, period_px: float, period_method: str, n_rejected: int = 0,
+           contrast: np.ndarray | None = None, sigma: float | None = None, agreement: bool = True,
+           ) -> FindingQuality:
+    """The quality report of columns ``xy`` found in ``image`` (see the module docstring)."""
+    img = np.asarray(image, dtype=np.float64)
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    sig = noise_sigma(img) if sigma is None else sigma
+    nn = nearest_distance(xy)
+    ratio = nn / period_px if np.isfinite(period_px) and period_px > 0 else float("nan")
+    nf = neighbour_fraction(xy, img.shape, nn)
+    agree = float("nan")
+    problems: list[str] = []
+    if len(xy) == 0:
+        problems.append("no column stands above the noise")
+    if agreement and len(xy) >= 5 and np.isfinite(nn):
+        cl = classical_columns(img, nn)
+        c_cl, z_cl = column_contrast(img, cl, nn, sigma=sig)
+        c_nn = column_contrast(img, xy, nn, sigma=sig)[0] if contrast is None else contrast
+        ref = float(np.median(c_nn))
+        strong_nn = c_nn >= ref / 3
+        strong_cl = (z_cl >= Z_MIN) & (c_cl >= ref / 3)
+        # a classical maximum that is strong but lies next to a weak network column is not a
+        # disagreement about the strong columns: compare strong against all within tolerance
+        tol = 0.3 * nn
+        f_a = match_f1(xy[strong_nn], cl[strong_cl], tol)
+        agree = f_a
+        if agree < MIN_AGREEMENT:
+            problems.append(f"the network and a classical finder agree on only {agree:.0%} of the strong columns")
+    if np.isfinite(ratio) and not (SPACING_RANGE[0] <= ratio <= SPACING_RANGE[1]):
+        problems.append(f"the columns are {nn:.1f} px apart but the lattice period was measured as "
+                        f"{period_px:.1f} px (ratio {ratio:.2f})")
+    if np.isfinite(nf) and nf < MIN_NEIGHBOUR_FRACTION:
+        problems.append(f"only {nf:.0%} of the columns have the usual number of neighbours")
+    if not np.isfinite(period_px) and len(xy):
+        problems.append("no lattice period could be measured")
+    if n_rejected > max(10, len(xy)):
+        problems.append(f"{n_rejected} detections stood no higher than the noise and were dropped")
+    return FindingQuality(period_px=float(period_px), period_method=period_method, nn_distance_px=nn,
+                          spacing_ratio=float(ratio), neighbour_fraction=nf, agreement=agree,
+                          noise_sigma=float(sig), n_rejected=int(n_rejected), n_columns=len(xy),
+                          ok=not problems, problems=tuple(problems))
+
+
+_ADVICE = ("check the result; try period_px= (the lattice period in px, e.g. from the FFT), "
+           "model='classical', a known pixel_size_nm, or a higher dose")
+
+
+def warn_if_doubtful(quality: FindingQuality, stacklevel: int = 3) -> None:
+    """Issue one :class:`AtomFindingWarning` naming what is wrong, when the report is not ok."""
+    if quality.ok:
+        return
+    warnings.warn("atom finding is doubtful: " + "; ".join(quality.problems) + ". " + _ADVICE,
+                  AtomFindingWarning, stacklevel=stacklevel)
