@@ -101,7 +101,7 @@ def check_pixel_size(pixel_size_nm) -> float | None:
 def _find_classical(img: np.ndarray, period_px: float | None, refine, pixel_size_nm) -> AtomTable:
     """The classical path, with the same significance filter and quality report as the network's."""
     from .classical import find_peaks_classical
-    from .quality import Z_MIN, assess, column_contrast, nearest_distance, noise_sigma, stands_above_noise
+    from .quality import assess, column_contrast, nearest_distance, noise_sigma, significant_columns, stands_above_noise
     from .spacing import estimate_lattice_period
 
     how = "given" if period_px is not None else "fft"
@@ -118,7 +118,7 @@ def _find_classical(img: np.ndarray, period_px: float | None, refine, pixel_size
     contrast = None
     if len(xy) > 1:
         contrast, z = column_contrast(img, xy, nearest_distance(xy), sigma=sigma)
-        keep = z >= Z_MIN
+        keep = significant_columns(z, xy, img.shape)
         if not stands_above_noise(z[keep], xy[keep], img.shape, True):
             keep[:] = False
         xy, vals, contrast = xy[keep], vals[keep], contrast[keep]

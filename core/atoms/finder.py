@@ -10,7 +10,7 @@ import torch
 
 from .checks import as_image
 from .heatmap import heatmap_to_xy
-from .quality import Z_MIN, assess, column_contrast, nearest_distance, noise_sigma, stands_above_noise
+from .quality import assess, column_contrast, nearest_distance, noise_sigma, significant_columns, stands_above_noise
 from .scale import TARGET_NN_PX, ModelScale, check_period, choose_scale, resample
 from .table import AtomTable
 from .training import d4, default_device, train_unet
@@ -146,7 +146,7 @@ class AtomFinder:
         n_det = len(xy)
         if len(xy) and np.isfinite(nn):
             contrast, z = column_contrast(img, xy, nn, sigma=sigma)
-            keep = z >= Z_MIN
+            keep = significant_columns(z, xy, img.shape)
             if not stands_above_noise(z[keep], xy[keep], img.shape, np.isfinite(scale.period_px)):
                 keep[:] = False
             xy, conf, contrast = xy[keep], conf[keep], contrast[keep]

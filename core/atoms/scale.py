@@ -72,15 +72,12 @@ def columns_spacing(image: np.ndarray, period_px: float = float("nan")) -> float
 
 def _maxima_spacing(img: np.ndarray, s: float, period_px: float, sigma: float) -> tuple[float, float]:
     """(median nearest distance, neighbour fraction) of the significant maxima at smoothing ``s``."""
-    from skimage.feature import peak_local_max
-
-    from .quality import Z_MIN, column_contrast, nearest_distance, neighbour_fraction
+    from .quality import Z_MIN, column_contrast, local_maxima, nearest_distance, neighbour_fraction
 
     sm = ndimage.gaussian_filter(img, s)
-    rc = peak_local_max(sm, min_distance=max(2, int(round(2 * s))), exclude_border=False)
-    if len(rc) < 10:
+    xy = local_maxima(sm, max(2, int(round(2 * s))))
+    if len(xy) < 10:
         return float("nan"), float("nan")
-    xy = rc[:, ::-1].astype(float)
     guess = max(4.0, nearest_distance(xy))
     contrast, z = column_contrast(img, xy, guess, sigma=sigma)
     keep = z >= Z_MIN
