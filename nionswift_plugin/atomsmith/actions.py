@@ -124,6 +124,7 @@ class FindAtoms(_MenuItem):
         self.last_thread: threading.Thread | None = None
         self.last_table: typing.Any = None
         self.last_overlay: typing.Any = None
+        self.last_message: str | None = None  # the count (and any doubt) of the last result, as notified
 
     def execute(self, window: typing.Any) -> None:
         di = self._target(window)
@@ -167,13 +168,18 @@ class FindAtoms(_MenuItem):
                                    for k, name in enumerate(table.class_names))
                 csv = table.to_csv(STATE.tables_dir() / f"{_slug(di.title)}-{_stamp()}.csv")
                 md = dict(di.metadata)
+                quality = live.quality_dict(table)
                 md["atomsmith"] = {"n_columns": len(table), "class_counts": counts, "pixel_size_nm": px,
-                                   "n_graphics": n, "table_csv": str(csv)}
+                                   "n_graphics": n, "table_csv": str(csv), "quality": quality}
                 di.set_metadata(md)
                 self.last_table = table
                 more = "" if n == len(table) else (f"; {n} minority-class columns marked, all shown in "
                                                    f"'{overlay.title}' and saved to {csv}")
-                notify("Find Atoms", f"{len(table)} columns ({counts}) in {di.title}{more}")
+                doubt = ""
+                if quality is not None and not quality["ok"]:  # the result never hides doubt
+                    doubt = "; doubtful: " + "; ".join(quality["problems"])
+                notify("Find Atoms", f"{len(table)} columns ({counts}) in {di.title}{more}{doubt}")
+                self.last_message = f"{len(table)} columns{doubt}"
                 self.commit_s = time.perf_counter() - t0
 
             window.queue_task(commit)

@@ -15,6 +15,13 @@ metadata. So frames of a playing device are taken from the hardware source's
 ``data_channel_updated_event`` on the acquisition thread (what instrumentation's own
 ``ViewTaskBuffer`` does), where the completed frame cannot change while it is copied, and a frame
 is known by its scan id and frame index, never by its pixels (see :func:`_frame_id`).
+
+What is shown: a frame whose result passes its checks (the finder's quality report, at least a
+quarter of the last good frame's columns, no error) replaces the result ("Atoms (N columns)").
+Any other frame is skipped: the last good result stays on screen and the title says why ("Atoms
+(362 columns; frame 17 skipped: <reason>)"); the metadata counts good, skipped and ignored
+frames. A blank frame (constant: a blanked beam; or ending in empty rows: an aborted scan) is
+ignored unanalysed. The lattice scale is reused from a good frame only (see ``_period_cache``).
 """
 
 from __future__ import annotations
@@ -45,18 +52,101 @@ REFIT_EVERY = 25
 _class_cache: dict[typing.Any, dict] = {}
 
 
-#: live frames reuse the lattice period measured on an earlier frame of the same source with the
-#: same shape and calibration (measuring it costs ~13 ms of a ~140 ms 512^2 find); re-measured
-#: every ``REMEASURE_PERIOD_EVERY`` frames
+#: live frames reuse the lattice scale of an earlier good frame of the same source with the same
+#: shape and calibration (measuring it costs ~13 ms of a ~140 ms 512^2 find); re-measured every
+#: ``REMEASURE_PERIOD_EVERY`` frames, and at once when a frame found with it fails its checks
 REMEASURE_PERIOD_EVERY = 10
 _period_cache: dict[typing.Any, dict] = {}
+#: a period is cached only when it spans an atomic lattice period (nm) on a calibrated frame
+PLAUSIBLE_PERIOD_NM = (0.1, 2.0)
+#: a frame found with the cached period whose column count falls below this fraction of the
+#: count the period was cached with is re-measured (a wrong scale finds a handful of columns
+#: that can pass the checks: "Atoms (7 columns)" on a frame of 362)
+RETRY_BELOW_FRACTION = 0.5
+#: a frame with fewer columns than this fraction of the last good frame's (same shape and
+#: calibration) is not shown; a change that lasts ``ACCEPT_CHANGE_AFTER`` frames is accepted
+MIN_COLUMN_FRACTION = 0.25
+ACCEPT_CHANGE_AFTER = 3
+
+
+def _quality_ok(table: typing.Any) -> bool:
+    q = getattr(table, "quality", None)
+    return q is None or bool(q.ok)
+
+
+def first_problem(table: typing.Any) -> str | None:
+    """The first problem of a table's quality report (None when it has none)."""
+    q = getattr(table, "quality", None)
+    if q is None or q.ok:
+        return None
+    return q.problems[0] if q.problems else "the result failed its quality check"
+
+
+def scale_period_px(table: typing.Any, shape: tuple[int, int]) -> float | None:
+    """The period (px) that, passed as ``period_px``, makes the finder work at the scale it used
+    for ``table`` (``metadata["scale"]``): the measured period when that gives the same factor,
+    else ``MODEL_PERIOD_PX / factor`` (the scale may have been set by the columns' spacing, not
+    by the spectrum's period). None when the scale is not a usable number."""
+    from atomsmith.atoms.scale import check_period, choose_scale
+    from atomsmith.atoms.training_data import MODEL_PERIOD_PX
+
+    scale = (getattr(table, "metadata", None) or {}).get("scale") or {}
+    try:
+        factor = float(scale.get("factor"))
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite(factor) and factor > 0):
+        return None
+    candidates = []
+    try:
+        measured = float(scale.get("period_px"))
+    except (TypeError, ValueError):
+        measured = float("nan")
+    if np.isfinite(measured) and measured > 0:
+        candidates.append(measured)
+    candidates.append(float(MODEL_PERIOD_PX / factor))
+    for p in candidates:
+        try:
+            p = check_period(p, shape)
+        except ValueError:
+            continue
+        if p is not None and abs(choose_scale(np.zeros((1, 1)), period_px=p).factor - factor) <= 1e-6 * factor:
+            return p
+    try:  # (a factor inside the training band but not 1: 12 / factor brings the image to the band)
+        return check_period(candidates[-1], shape)
+    except ValueError:
+        return None
+
+
+def plausible_period(period_px: float | None, px_nm: float | None) -> bool:
+    """A finite period (px) that, on a calibrated frame, spans an atomic lattice period."""
+    if period_px is None or not np.isfinite(period_px) or period_px <= 0:
+        return False
+    if px_nm is None:
+        return True
+    lo, hi = PLAUSIBLE_PERIOD_NM
+    return lo <= period_px * px_nm <= hi
 
 
 def find_columns(image: np.ndarray, px_nm: float | None, source_key: typing.Any = None) -> typing.Any:
     """The plug-in's atom finding: the current model, centre-of-mass refinement, classes (cached
-    per live source when ``source_key`` is given, as is the lattice period)."""
+    per live source when ``source_key`` is given, as is the lattice scale).
+
+    With ``source_key`` (live): the scale of the source's last good frame is reused (see
+    ``_period_cache``); a frame found with it that fails its quality check, or finds far fewer
+    columns, is found again with the scale measured on it. A scale is cached only from a
+    result whose quality is ok, finite and (calibrated) plausible. A table that fails its
+    checks is returned unclassified (it is not shown) and changes no cache. The table's
+    ``metadata["live"]`` says which period was used and whether the frame was re-measured.
+    """
+    import warnings
+
+    from atomsmith.atoms import AtomFindingWarning
     from atomsmith.atoms.classify import fit_column_classes
     from atomsmith.atoms.find import find_atoms
+
+    # the quality report travels with the table; the warning would be printed once per frame
+    warnings.filterwarnings("ignore", category=AtomFindingWarning, module=__name__)
 
     period_px = None
     geometry = (image.shape, px_nm, str(STATE.model_path))
@@ -65,11 +155,24 @@ def find_columns(image: np.ndarray, px_nm: float | None, source_key: typing.Any 
         period_px = p["period_px"]
         p["frames"] += 1
     table = find_atoms(image, pixel_size_nm=px_nm, model=STATE.model, period_px=period_px)
-    if source_key is not None and period_px is None:
-        measured = (table.metadata.get("scale") or {}).get("period_px")
-        if measured:
-            _period_cache[source_key] = {"geometry": geometry, "period_px": float(measured), "frames": 0}
-    if len(table) == 0:
+    info = {"period_px": period_px, "period_from": "cache" if period_px is not None else "measured",
+            "retried": False, "cached": False}
+    if period_px is not None and (not _quality_ok(table) or len(table) < RETRY_BELOW_FRACTION * p["n_columns"]):
+        # the cached scale does not fit this frame: forget it and measure it on this frame
+        _period_cache.pop(source_key, None)
+        info["retry_reason"] = first_problem(table) or f"{len(table)} columns (cached with {p['n_columns']})"
+        period_px = None
+        table = find_atoms(image, pixel_size_nm=px_nm, model=STATE.model, period_px=None)
+        info.update(period_px=None, period_from="measured", retried=True)
+    ok = _quality_ok(table) and len(table) > 0
+    if source_key is not None and period_px is None and ok:
+        eff = scale_period_px(table, image.shape)
+        if plausible_period(eff, px_nm):
+            _period_cache[source_key] = {"geometry": geometry, "period_px": float(eff), "frames": 0,
+                                         "n_columns": len(table)}
+            info["cached"] = True
+    table = table.replace(metadata={**table.metadata, "live": info})
+    if len(table) == 0 or (source_key is not None and not ok):
         return table
     v = np.asarray(table.intensity, float).reshape(-1, 1)
     c = _class_cache.get(source_key) if source_key is not None else None
@@ -91,9 +194,70 @@ def _key(computation: typing.Any) -> typing.Any:
     return getattr(inner, "uuid", None) or id(computation)
 
 
-def analyse_frame(xdata: typing.Any, source_key: typing.Any = None) -> dict:
-    """Find, classify and draw the columns of one complete frame (any thread): the overlay xdata
-    (RGB in Swift's order, the frame's calibrations, ``atomsmith`` metadata) and the table."""
+def blank_frame_reason(image: np.ndarray) -> str | None:
+    """Why a frame holds no image (None when it does): constant (a blanked beam, an aborted
+    scan's empty frame) or ending in empty rows (a scan aborted part-way: at least 5 % of the
+    rows, and at least 2, exactly zero at the bottom)."""
+    img = np.asarray(image)
+    finite = np.isfinite(img)
+    if not finite.any():
+        return "no finite pixel"
+    lo, hi = float(np.min(img, where=finite, initial=np.inf)), float(np.max(img, where=finite, initial=-np.inf))
+    if hi == lo:
+        return f"a constant frame ({lo:g})"
+    rows = np.flatnonzero(np.any(img != 0, axis=1))
+    empty = img.shape[0] - 1 - int(rows[-1]) if rows.size else img.shape[0]
+    if empty >= max(2, 0.05 * img.shape[0]):
+        return f"the last {empty} rows are empty (an aborted scan)"
+    return None
+
+
+def _is_blank(xdata: typing.Any) -> bool:
+    """A real 2D frame that holds no image (:func:`blank_frame_reason`)."""
+    data = np.asarray(xdata.data)
+    return data.ndim == 2 and not np.iscomplexobj(data) and blank_frame_reason(data) is not None
+
+
+def _with_metadata(xdata: typing.Any, metadata: dict) -> typing.Any:
+    """``xdata`` (its data and calibrations) with ``metadata``."""
+    from nion.data import DataAndMetadata
+
+    return DataAndMetadata.new_data_and_metadata(
+        xdata.data, dimensional_calibrations=list(xdata.dimensional_calibrations), metadata=metadata)
+
+
+def _short(text: str, n: int = 90) -> str:
+    return text if len(text) <= n else text[: n - 3].rstrip() + "..."
+
+
+def _json_safe(value: typing.Any) -> typing.Any:
+    """NaN/inf -> None, numpy scalars -> Python (Swift's metadata must be JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def quality_dict(table: typing.Any) -> dict | None:
+    """A table's quality report as JSON-safe metadata (None without one)."""
+    q = getattr(table, "quality", None)
+    return None if q is None else _json_safe(q.to_dict())
+
+
+def analyse_frame(xdata: typing.Any, source_key: typing.Any = None, reference: dict | None = None) -> dict:
+    """Find, classify and draw the columns of one complete frame (any thread).
+
+    Returns a dict: ``problem`` (None for a good frame, else why it is not shown: its first
+    quality problem, the error it raised, or a column count far below ``reference``'s, the last
+    good frame of the source: ``{"geometry": (shape, nm/px), "n_columns": ...}``), ``md``
+    (the ``atomsmith`` metadata), ``table``, ``shape``, and for a good frame ``overlay`` (RGB in
+    Swift's order, the frame's calibrations, ``md`` as metadata; None otherwise).
+    """
     from nion.data import DataAndMetadata
 
     from atomsmith.atoms.overlay import atom_overlay_rgb
@@ -103,25 +267,43 @@ def analyse_frame(xdata: typing.Any, source_key: typing.Any = None) -> dict:
     px = pixel_size_nm(xdata)
     try:
         table = find_columns(img, px, source_key=source_key)
-        error = None
-    except ValueError as exc:  # e.g. a blank frame: report it, keep the scan going
-        table, error = None, str(exc)
+        problem = error = None
+    except Exception as exc:  # noqa: BLE001  (any failure skips the frame; the scan goes on)
+        if not isinstance(exc, ValueError):
+            log.exception("atomsmith live: finding the columns of a frame")
+        table, error = None, f"{type(exc).__name__}: {exc}"
+        problem = error
     find_ms = (time.perf_counter() - t0) * 1e3
+    count_drop = False
     if table is not None:
-        rgb = swift_rgb(atom_overlay_rgb(img, table.xy, table.label))
-        counts = {name: int((table.label == k).sum()) for k, name in enumerate(table.class_names)}
-    else:
-        rgb = atom_overlay_rgb(img, np.zeros((0, 2)))
-        counts = {}
+        problem = first_problem(table)
+        if problem is None and len(table) == 0:
+            problem = "no columns found"
+        if (problem is None and reference is not None and reference.get("geometry") == (img.shape, px)
+                and len(table) < MIN_COLUMN_FRACTION * reference["n_columns"]):
+            problem = (f"{len(table)} columns where frame {reference.get('frame_label', '?')} had "
+                       f"{reference['n_columns']}")
+            count_drop = True
     frame_md = (getattr(xdata, "metadata", None) or {}).get("hardware_source", {})
-    md = {"atomsmith": {"n_columns": 0 if table is None else len(table), "class_counts": counts,
-                        "latency_ms": find_ms, "analysis_ms": (time.perf_counter() - t0) * 1e3,
-                        "pixel_size_nm": px, "error": error,
-                        "frame_index": frame_md.get("frame_index"), "computed_at": time.time(),
-                        "model": "generic" if STATE.model == "generic" else str(STATE.model_path)}}
-    overlay = DataAndMetadata.new_data_and_metadata(
-        rgb, dimensional_calibrations=list(xdata.dimensional_calibrations)[:2], metadata=md)
-    return {"overlay": overlay, "table": table, "shape": img.shape, "md": md["atomsmith"]}
+    good = problem is None
+    counts = ({name: int((table.label == k).sum()) for k, name in enumerate(table.class_names)}
+              if good else {})
+    live_info = _json_safe((table.metadata.get("live") if table is not None else None) or {})
+    md = {"n_columns": 0 if table is None else len(table), "class_counts": counts,
+          "latency_ms": find_ms, "pixel_size_nm": px, "error": error, "problem": problem,
+          "quality": quality_dict(table), "period": live_info,
+          "frame_index": frame_md.get("frame_index"), "computed_at": time.time(),
+          "model": "generic" if STATE.model == "generic" else str(STATE.model_path)}
+    overlay = None
+    if good:
+        rgb = swift_rgb(atom_overlay_rgb(img, table.xy, table.label))
+        md["analysis_ms"] = (time.perf_counter() - t0) * 1e3
+        overlay = DataAndMetadata.new_data_and_metadata(
+            rgb, dimensional_calibrations=list(xdata.dimensional_calibrations)[:2], metadata={"atomsmith": md})
+    else:
+        md["analysis_ms"] = (time.perf_counter() - t0) * 1e3
+    return {"overlay": overlay, "table": table, "shape": img.shape, "md": md, "problem": problem,
+            "count_drop": count_drop, "geometry": (img.shape, px), "frame": xdata}
 
 
 def _frame_id(xdata: typing.Any) -> tuple:
@@ -173,6 +355,14 @@ class LiveSource:
         self.submitted: set[tuple] = set()
         self.thread: threading.Thread | None = None
         self.done = self.dropped = 0
+        #: frames ignored unanalysed (blank: a blanked beam, an aborted scan), and, of the
+        #: analysed ones (``done``), those shown and those skipped (the last good result stays)
+        self.ignored = self.good = self.skipped = 0
+        #: the last good frame: {"geometry", "n_columns", "frame_label", "table"} (worker thread)
+        self.last_good: dict | None = None
+        #: why the last frame was not shown: {"frame_label", "reason"} (None after a good frame)
+        self.last_skip: dict | None = None
+        self._count_drops = 0  # consecutive frames skipped for their column count alone
         self.analysed: collections.deque[tuple] = collections.deque(maxlen=1000)  # frame ids, oldest first
         self.closed = False
         self._analysing = False
@@ -284,10 +474,13 @@ class LiveSource:
                 return
             fid, frame = pending
             try:
+                if _is_blank(frame):
+                    self.ignored += 1  # a blanked beam or an aborted scan: nothing to analyse, nothing to say
+                    continue
                 self.analysed.append(fid)
                 result = self.analyse(frame)
                 self.done += 1
-                _call_on_ui_thread(self.computation, lambda r=result: self._deliver(r))
+                _call_on_ui_thread(self.computation, lambda r=result: self._deliver_safely(r))
             except Exception:  # noqa: BLE001
                 log.exception("atomsmith live: analysing a frame")
             finally:
@@ -295,8 +488,65 @@ class LiveSource:
 
     def analyse(self, frame: typing.Any) -> dict:
         """Worker thread: the analysis of one complete frame (subclasses replace it, with
-        :meth:`_deliver`, for other live analyses; here live atom finding)."""
-        return analyse_frame(frame, self.key)
+        :meth:`_deliver`, for other live analyses; here live atom finding). A frame whose result
+        fails its checks (:func:`analyse_frame`'s ``problem``) is counted as skipped and leaves
+        the last good result on screen; the first frames, before any good one, show the frame
+        itself with the reason."""
+        reference = self.last_good if self._count_drops < ACCEPT_CHANGE_AFTER - 1 else None
+        label = self._frame_label(frame)
+        res = analyse_frame(frame, self.key, reference)
+        res["frame_label"] = label
+        if res["problem"] is None:
+            self.good += 1
+            self._count_drops = 0
+            self.last_good = {"geometry": res["geometry"], "n_columns": len(res["table"]), "frame_label": label,
+                              "table": res["table"], "frame_index": res["md"]["frame_index"]}
+            self.last_skip = None
+        else:
+            self.skipped += 1
+            self._count_drops = self._count_drops + 1 if res["count_drop"] else 0
+            self.last_skip = {"frame_label": label, "frame_index": res["md"]["frame_index"],
+                              "reason": res["problem"]}
+            log.info("atomsmith live: frame %s skipped: %s", label, res["problem"])
+            if self.last_good is None:  # nothing to keep: the frame itself, without rings
+                from nion.data import DataAndMetadata
+
+                from atomsmith.atoms.overlay import atom_overlay_rgb
+
+                img = image_of(frame)
+                res["placeholder"] = DataAndMetadata.new_data_and_metadata(
+                    swift_rgb(atom_overlay_rgb(img, np.zeros((0, 2)))),
+                    dimensional_calibrations=list(frame.dimensional_calibrations)[:2],
+                    metadata={"atomsmith": {**res["md"], "n_columns": 0}})
+        res["counters"] = self.counters()
+        res["last_skip"] = None if self.last_skip is None else dict(self.last_skip)
+        for name in ("overlay", "placeholder"):  # the counters travel with the result's metadata
+            x = res.get(name)
+            if x is not None:
+                md = {**x.metadata["atomsmith"], "frames": res["counters"], "skipped": res["last_skip"]}
+                res[name] = _with_metadata(x, {"atomsmith": _json_safe(md)})
+        res["last_good_label"] = None if self.last_good is None else self.last_good["frame_label"]
+        res.pop("frame", None)
+        return res
+
+    def _frame_label(self, frame: typing.Any) -> typing.Any:
+        """How a frame is called in titles: the device's frame index, else its order here."""
+        hw = (getattr(frame, "metadata", None) or {}).get("hardware_source") or {}
+        index = hw.get("frame_index")
+        return index if index is not None else self.done + 1
+
+    def counters(self) -> dict:
+        """Frames so far: good (shown), skipped (kept the last good result), ignored (blank),
+        dropped (a newer frame came while it waited)."""
+        return {"good": int(self.good), "skipped": int(self.skipped), "ignored": int(self.ignored),
+                "dropped": int(self.dropped)}
+
+    def _deliver_safely(self, res: dict) -> None:
+        """UI thread: :meth:`_deliver`, whose errors go to the log, never into Swift."""
+        try:
+            self._deliver(res)
+        except Exception:  # noqa: BLE001
+            log.exception("atomsmith live: showing a result")
 
     def _store_result(self, name: str, xdata: typing.Any) -> typing.Any:
         """UI thread: ``xdata`` into the computation's result ``name``; returns that result data
@@ -307,22 +557,44 @@ class LiveSource:
         return self.computation.get_result(name)
 
     def _deliver(self, res: dict) -> None:
-        """UI thread: the result into the computation's result data item, graphics on it."""
-        out = self._store_result("overlay", res["overlay"])
-        if out is None:
-            return
-        n = res["md"]["n_columns"]
-        out.title = f"Atoms ({n} columns)" if res["md"]["error"] is None else "Atoms (none found)"
-        document_model = _document_model()
-        display_item = document_model.get_display_item_for_data_item(out._data_item)
-        if display_item is not None:
-            if res["table"] is not None:
+        """UI thread: a good result into the computation's result data item, graphics on it; a
+        skipped frame only changes the title ("Atoms (362 columns; frame 17 skipped: ...)") and
+        the frame counters in the metadata, and the last good result stays on screen."""
+        skip = res.get("last_skip")
+        if res["overlay"] is not None:
+            out = self._store_result("overlay", res["overlay"])
+            if out is None:
+                return
+            out.title = f"Atoms ({res['md']['n_columns']} columns)"
+            document_model = _document_model()
+            display_item = document_model.get_display_item_for_data_item(out._data_item)
+            if display_item is not None:
                 draw_atom_graphics(document_model, display_item, res["table"], res["shape"],
                                    max_graphics=MAX_LIVE_GRAPHICS)
-            else:
-                from .graphics import clear_atom_graphics
+            return
+        if self.closed or self._computation_closed():
+            return
+        out = self.computation.get_result("overlay")
+        if out is None or out.xdata is None or "placeholder" in res:
+            if "placeholder" not in res:
+                return
+            out = self._store_result("overlay", res["placeholder"])
+            if out is None:
+                return
+            from .graphics import clear_atom_graphics
 
+            display_item = _document_model().get_display_item_for_data_item(out._data_item)
+            if display_item is not None:
                 clear_atom_graphics(display_item)
+        else:
+            md = dict(out.metadata or {})
+            md["atomsmith"] = {**(md.get("atomsmith") or {}), "frames": res["counters"], "skipped": skip}
+            out.set_metadata(_json_safe(md))
+        n = (out.metadata or {}).get("atomsmith", {}).get("n_columns", 0)
+        shown = f"{n} columns" if res.get("last_good_label") is not None else "none yet"
+        reason = _short(skip["reason"]) if skip else "?"
+        label = skip["frame_label"] if skip else res.get("frame_label")
+        out.title = f"Atoms ({shown}; frame {label} skipped: {reason})"
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until no frame is pending or being analysed (tests, scripts)."""
@@ -347,6 +619,8 @@ class LiveSource:
             self.pending = None
             self.cond.notify_all()
         _sources.pop(self.key, None)
+        _period_cache.pop(self.key, None)
+        _class_cache.pop(self.key, None)
 
 
 _sources: dict[typing.Any, LiveSource] = {}
