@@ -98,11 +98,12 @@ def test_live_atom_finding_skips_partial_frames(swift, show):
     _settle(dc, h.computation)
     assert out.xdata.metadata["atomsmith"]["n_columns"] == n_full and ls.done == 1
     # the next completed frame is, once, though both the data item's event and the computation see it
-    im2, full2 = _frame(n=128, dose=2e4, seed=6)
+    im2, full2 = _frame(n=128, seed=6)
     di.set_data_and_metadata(full2)
     _settle(dc, h.computation)
     md = out.xdata.metadata["atomsmith"]
     assert md["latency_ms"] > 0 and abs(md["n_columns"] - len(truth.xy)) <= 0.05 * len(truth.xy)
+    assert md["skipped"] is None and md["frames"]["good"] == 2  # its own result, not the first one kept
     assert ls.done == 2 and ls.dropped == 0
 
 
