@@ -122,7 +122,9 @@ class AtomicResolutionImage(Signal2D):
 
         Returns:
             :class:`atomsmith.AtomTable` (positions in pixels; ``pixel_size_nm`` from the axes),
-            or a list of them for a stack.
+            or a list of them for a stack. Each carries its quality report (``table.quality``);
+            a doubtful frame issues an :class:`atomsmith.atoms.AtomFindingWarning`, and the
+            reports' ``ok`` and problems are recorded in the signal's metadata.
         """
         from tqdm.auto import tqdm
 
@@ -144,7 +146,9 @@ class AtomicResolutionImage(Signal2D):
         self._store(tables, add_markers)
         record(self, "find_atoms", {"model": model if isinstance(model, str) else type(model).__name__,
                                     "refine": refine, "classify": classify, "pixel_size_nm": px},
-               n_columns=[len(t) for t in tables])
+               n_columns=[len(t) for t in tables],
+               quality_ok=[None if t.quality is None else bool(t.quality.ok) for t in tables],
+               quality_problems=[[] if t.quality is None else list(t.quality.problems) for t in tables])
         return tables[0] if not self.axes_manager.navigation_shape else tables
 
     def refine_atoms(self, method: str = "gaussian", *, add_markers: bool = True, **kwargs: typing.Any) -> typing.Any:

@@ -10,7 +10,7 @@ import torch
 
 from .checks import as_image
 from .heatmap import heatmap_to_xy
-from .quality import assess, column_contrast, nearest_distance, noise_sigma, significant_columns, stands_above_noise
+from .quality import MIN_AGREEMENT, assess, column_contrast, nearest_distance, noise_sigma, significant_columns, stands_above_noise
 from .scale import TARGET_NN_PX, ModelScale, check_period, choose_scale, resample
 from .table import AtomTable
 from .training import d4, default_device, train_unet
@@ -157,8 +157,12 @@ class AtomFinder:
         meta = {"finder": "unet", "scale": scale.to_dict(), "threshold": self.threshold, "refine": method}
         quality = assess(img, xy, period_px=scale.period_px, period_method=how, n_rejected=n_rejected,
                          contrast=contrast, sigma=sigma)
-        if how == "none" and len(xy) and not quality.ok:
-            # no lattice and no consistent set of isolated columns: nothing trustworthy to return
+        unconfirmed = not quality.agreement >= MIN_AGREEMENT
+        if len(xy) and not quality.ok and (how == "none" or (how == "columns" and unconfirmed)
+                                           or (len(xy) < 20 and unconfirmed)):
+            # no lattice (no period, or only the spacing of "columns" a classical finder does not
+            # confirm), or a handful of unconfirmed "columns" (the bumps of a smooth background):
+            # nothing trustworthy to return
             quality = assess(img, xy[:0], period_px=scale.period_px, period_method=how,
                              n_rejected=n_det, sigma=sigma, agreement=False)
             xy, conf = xy[:0], conf[:0]

@@ -60,19 +60,25 @@ def sample_pool(n_samples: int, *, size_px: int = 128, seed: int = 0, workers: i
     return out
 
 
-def pool_batches(pool: list[TrainingSample], batch_size: int = 16):
+def pool_batches(pool: list[TrainingSample], batch_size: int = 16, twin_fraction: float = 0.4):
     """A ``make_batch`` function drawing D4-augmented batches from a pool.
 
-    Twin samples (noise-free, with a pixel area) get fresh noise at every draw; parametric
-    samples (``pixel_area_A2 == 0``) already hold their counts.
+    Twin samples (noise-free, with a pixel area) get fresh noise at every draw, and make
+    ``twin_fraction`` of every batch on average (they carry the real materials and the lowest
+    doses); parametric samples (``pixel_area_A2 == 0``) already hold their counts.
     """
 
+    twin = [s for s in pool if s.pixel_area_A2 > 0]
+    lattice = [s for s in pool if s.pixel_area_A2 <= 0]
+    groups = [g for g in (twin, lattice) if g]
+    p_twin = twin_fraction if twin and lattice else (1.0 if twin else 0.0)
+
     def make_batch(rng: np.random.Generator):
-        idx = rng.integers(len(pool), size=batch_size)
         xs, ys = [], []
-        for i in idx:
+        for _ in range(batch_size):
             k = int(rng.integers(8))
-            s = pool[i]
+            group = groups[0] if len(groups) == 1 else (twin if rng.random() < p_twin else lattice)
+            s = group[int(rng.integers(len(group)))]
             img = noisy_counts(s, rng) if s.pixel_area_A2 > 0 else s.signal
             xs.append(d4(normalize_image(img), k))
             ys.append(d4(s.target, k))

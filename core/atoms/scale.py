@@ -93,8 +93,9 @@ def _maxima_spacing(img: np.ndarray, s: float, period_px: float, sigma: float) -
 def choose_scale(image: np.ndarray, period_px: float | None = None, margin: float = 0.05) -> ModelScale:
     """Measure the lattice period (unless given), check it against the columns, pick the factor.
 
-    Images whose period lies inside the training band (with a small margin) are not resampled;
-    others are resampled so that the period becomes ``MODEL_PERIOD_PX``. The period is then
+    Images whose period lies inside the training band (with a small margin), or whose columns
+    are 5-15 px apart, are not resampled; others are resampled so that the period becomes
+    ``MODEL_PERIOD_PX``. The period is then
     checked against the spacing of the columns a quick classical detection finds
     (:func:`columns_spacing`): when that spacing would land outside ``NN_BAND_PX`` at the
     chosen scale (a dumbbell's pair, a slow modulation taken for the lattice), the columns set
@@ -115,19 +116,24 @@ def choose_scale(image: np.ndarray, period_px: float | None = None, margin: floa
             f = TARGET_NN_PX / nn
             return ModelScale(float(f), float(MODEL_PERIOD_PX / f), "columns", nn)
         return ModelScale(1.0, float("nan"), "none", nn)
-    f = 1.0 if lo * (1 + margin) <= period <= hi * (1 - margin) else MODEL_PERIOD_PX / period
-    if np.isfinite(nn) and nn >= 2.0 and not NN_BAND_PX[0] <= nn * f <= NN_BAND_PX[1]:
-        # the spectrum's period disagrees with the columns: the columns set the scale, and the
-        # period is sought again among those the columns allow (a lattice period is at most
-        # ~3 column spacings; a tiled image's seams or a slow modulation lie beyond)
-        f = TARGET_NN_PX / nn
+    method = "fft"
+    if np.isfinite(nn) and nn >= 2.0 and not 0.35 <= nn / period <= 1.3:
+        # the spectrum's period disagrees with the columns (a tiled image's seams or a slow
+        # modulation took it; a dumbbell's pair hides under it): the period is sought again
+        # among those the columns allow (a lattice period is at most ~3 column spacings)
+        method = "fft+columns"
         try:
             period = estimate_lattice_period(image, min_period_px=max(3.0, 0.8 * nn),
                                              max_period_px=3.0 * nn).period_px
         except ValueError:
             pass
-        return ModelScale(float(f), float(period), "fft+columns", nn)
-    return ModelScale(float(f), float(period), "fft", nn)
+    f = 1.0 if lo * (1 + margin) <= period <= hi * (1 - margin) else MODEL_PERIOD_PX / period
+    if f != 1.0 and np.isfinite(nn) and 5.0 <= nn <= 15.0:
+        f = 1.0  # the columns are at a spacing the network knows: no resampling (faster, exact)
+    if np.isfinite(nn) and nn >= 2.0 and not NN_BAND_PX[0] <= nn * f <= NN_BAND_PX[1]:
+        f = TARGET_NN_PX / nn  # the columns set the scale
+        method = "fft+columns"
+    return ModelScale(float(f), float(period), method, nn)
 
 
 def check_period(period_px, shape: tuple[int, int]) -> float | None:

@@ -1,0 +1,164 @@
+"""Atom finding beyond the twin: plain lattices, distortions, noise, and the quality report."""
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+from lattice_images import dots_image, lattice_image, score
+
+import atomsmith.simulate as sim
+from atomsmith.atoms import AtomFinder, AtomFindingWarning, find_atoms
+from atomsmith.atoms.quality import nearest_distance, noise_sigma
+from atomsmith.atoms.scale import choose_scale
+
+
+def _find(img, **kw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = find_atoms(img, **kw)
+    return table, [w for w in caught if issubclass(w.category, AtomFindingWarning)]
+
+
+def test_fifteen_by_fifteen_dots_give_225_columns():
+    xy = np.stack(np.meshgrid(8 + 16 * np.arange(15), 8 + 16 * np.arange(15)), -1).reshape(-1, 2).astype(float)
+    rng = np.random.default_rng(3)
+    for sigma in (2.0, 3.0):
+        img = rng.poisson(dots_image(xy, np.ones(len(xy)), (240, 240), sigma) * 300 + 20).astype(float)
+        img = np.pad(img, 8, mode="constant", constant_values=20)
+        table, warns = _find(img)
+        assert len(table) == 225, (sigma, len(table))
+        assert table.quality.ok and not warns, table.quality.problems
+
+
+@pytest.mark.parametrize("kind,a,sigma", [("square", 16, 2.0), ("square", 11, 3.5), ("triangular", 14, 1.5),
+                                          ("honeycomb", 18, 1.6), ("hbn", 22, 3.0), ("perovskite110", 30, 2.5),
+                                          ("dumbbell", 28, 1.6), ("oblique", 15, 2.0)])
+def test_plain_lattices_are_found_exactly(kind, a, sigma):
+    img, xy, wt = lattice_image(kind, a, sigma, peak=300.0, seed=1)
+    table, warns = _find(img)
+    nn = nearest_distance(xy[wt >= 0.2])
+    f1, n_found, n_true = score(table.xy, xy, wt, img.shape, 0.3 * nn, max(6.0, nn))
+    assert f1 >= 0.98, (kind, f1, n_found, n_true, table.quality)
+    assert table.quality.ok and not warns, table.quality.problems
+
+
+@pytest.mark.parametrize("peak", [None, 60.0])
+def test_noise_free_and_low_dose_square_lattice(peak):
+    img, xy, wt = lattice_image("square", 13, 2.0, peak=peak, background=40.0, seed=2)
+    table, _ = _find(img)
+    f1, n_found, n_true = score(table.xy, xy, wt, img.shape, 0.3 * 13, 13)
+    assert f1 >= 0.98, (f1, n_found, n_true)
+
+
+def _graphene(size=384, px=0.02, dose=2e5, seed=0):
+    s = sim.build_crystal("graphene", (size * px * 10,) * 2, rotation_deg=7, shift_A=(0.2, 0.1))
+    fr = sim.render_haadf(s, (size, size), px, dose_e_per_A2=dose, seed=seed, progress=False)
+    return fr.image.astype(float), fr.truth.xy[fr.truth.occupied]
+
+
+def test_slow_modulation_and_tiling_do_not_fool_the_scale():
+    img, truth = _graphene()
+    x = np.arange(img.shape[1])
+    modulated = img * (1 + 0.3 * np.sin(2 * np.pi * x / 128))[None, :]
+    table, warns = _find(modulated)
+    nn = nearest_distance(truth)
+    f1 = score(table.xy, truth, np.ones(len(truth)), img.shape, 0.3 * nn, 8)[0]
+    assert f1 >= 0.98 and not warns, (f1, table.quality)
+    tile = img[:192, :192]
+    tiled = np.tile(tile, (2, 2))
+    t0 = truth[(truth[:, 0] < 192) & (truth[:, 1] < 192)]
+    tt = np.concatenate([t0 + [dx, dy] for dx in (0, 192) for dy in (0, 192)])
+    table, warns = _find(tiled)
+    f1 = score(table.xy, tt, np.ones(len(tt)), tiled.shape, 0.3 * nn, 8)[0]
+    assert f1 >= 0.97, (f1, table.quality)
+
+
+@pytest.mark.parametrize("mean", [5.0, 100.0, 1e4])
+def test_pure_noise_gives_an_empty_table_and_a_warning(mean):
+    rng = np.random.default_rng(int(mean))
+    table, warns = _find(rng.poisson(mean, (256, 256)).astype(float))
+    assert len(table) == 0
+    assert len(warns) == 1 and "noise" in str(warns[0].message)
+    assert not table.quality.ok
+
+
+def test_smooth_background_without_columns_gives_no_columns():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    field = ndimage.gaussian_filter(rng.normal(size=(256, 256)), 20)
+    img = rng.poisson(200 + 2000 * (field - field.min())).astype(float)
+    table, warns = _find(img)
+    assert len(table) == 0 and warns
+
+
+def test_detector_offset_and_gain_and_scan_lines():
+    img, xy, wt = lattice_image("triangular", 12, 2.0, peak=400.0, seed=4)
+    rng = np.random.default_rng(4)
+    img = img * 37.0 + 3e6 + rng.normal(0, 0.03 * 400 * 37, (img.shape[0], 1))
+    table, _ = _find(img)
+    f1 = score(table.xy, xy, wt, img.shape, 0.3 * 12, 12)[0]
+    assert f1 >= 0.98, f1
+
+
+def test_quality_report_fields_on_the_twin():
+    img, truth = _graphene(size=256)
+    table, warns = _find(img, pixel_size_nm=0.02)
+    q = table.quality
+    assert q.ok and not warns
+    assert q.period_method in ("fft", "fft+columns")
+    assert q.nn_distance_px == pytest.approx(0.142 / 0.02, rel=0.05)
+    assert q.neighbour_fraction >= 0.9 and q.agreement >= 0.9
+    d = table.to_dict()["quality"]
+    assert d["ok"] is True and d["problems"] == []
+
+
+def test_classical_model_has_a_quality_report_too():
+    img, xy, wt = lattice_image("square", 16, 2.0, seed=6)
+    table, _ = _find(img, model="classical")
+    assert table.quality is not None and table.quality.n_columns == len(table)
+
+
+def test_bad_parameters_are_refused_at_once():
+    img, _, _ = lattice_image("square", 16, 2.0, shape=(128, 128))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="period_px"):
+        find_atoms(img, period_px=0.5)
+    with pytest.raises(ValueError, match="period_px"):
+        find_atoms(img, period_px=float("nan"))
+    with pytest.raises(TypeError, match="period_px"):
+        find_atoms(img, period_px="12")
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        find_atoms(img, pixel_size_nm=float("nan"))
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        find_atoms(img, pixel_size_nm=2e-11)  # metres, not nm
+    with pytest.raises(TypeError, match="pixel_size_nm"):
+        find_atoms(img, pixel_size_nm="0.02")
+    with pytest.raises(ValueError, match="refine"):
+        find_atoms(img, refine="magic")
+    with pytest.raises(ValueError, match="threshold"):
+        AtomFinder(threshold=2.0)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_wrong_calibration_does_not_change_the_columns():
+    img, xy, wt = lattice_image("hbn", 20, 2.0, seed=7)
+    a = find_atoms(img, pixel_size_nm=0.0125)
+    b = find_atoms(img, pixel_size_nm=0.0125 * 1.15)
+    assert len(a) == len(b) and np.allclose(a.xy, b.xy)
+
+
+def test_noise_sigma_reads_poisson_noise_under_structure():
+    img, _, _ = lattice_image("square", 16, 3.0, peak=None, background=0.0)
+    rng = np.random.default_rng(0)
+    noisy = img + rng.normal(0, 5.0, img.shape)
+    assert noise_sigma(noisy) == pytest.approx(5.0, rel=0.15)
+
+
+def test_scale_follows_the_columns_of_a_dumbbell_lattice():
+    img, xy, wt = lattice_image("dumbbell", 28, 1.6, seed=8)
+    sc = choose_scale(img)
+    pair_px = 0.35 * 28
+    # the network must see the pair at least 4.5 px apart
+    assert pair_px * sc.factor >= 4.5, sc
