@@ -423,7 +423,8 @@ class LiveSource:
             log.exception("atomsmith live: reading a frame")
 
     def submit(self, xdata: typing.Any, *, from_device: bool = False) -> bool:
-        """Queue a frame if it is complete and new; returns whether it was queued.
+        """Queue a frame if it is complete, new and not blank (counted in ``ignored``); returns
+        whether it was queued.
 
         ``from_device``: the frame comes straight from the hardware source (acquisition thread);
         otherwise it was read from the data item, and a frame of a playing hardware source that
@@ -444,6 +445,9 @@ class LiveSource:
             frame = DataAndMetadata.new_data_and_metadata(
                 np.array(xdata.data, copy=True), dimensional_calibrations=list(xdata.dimensional_calibrations),
                 metadata=dict(xdata.metadata or {}), timestamp=getattr(xdata, "timestamp", None))
+            if _is_blank(frame):  # a blanked beam or an aborted scan: nothing to analyse, nothing to say,
+                self.ignored += 1  # and a frame waiting for the worker stays queued
+                return False
             if self.pending is not None:
                 self.dropped += 1
             self.pending = (fid, frame)
@@ -474,9 +478,6 @@ class LiveSource:
                 return
             fid, frame = pending
             try:
-                if _is_blank(frame):
-                    self.ignored += 1  # a blanked beam or an aborted scan: nothing to analyse, nothing to say
-                    continue
                 self.analysed.append(fid)
                 result = self.analyse(frame)
                 self.done += 1
