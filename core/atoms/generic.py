@@ -60,7 +60,7 @@ def sample_pool(n_samples: int, *, size_px: int = 128, seed: int = 0, workers: i
     return out
 
 
-def pool_batches(pool: list[TrainingSample], batch_size: int = 16, twin_fraction: float = 0.4):
+def pool_batches(pool: list[TrainingSample], batch_size: int = 16, twin_fraction: float = 0.45):
     """A ``make_batch`` function drawing D4-augmented batches from a pool.
 
     Twin samples (noise-free, with a pixel area) get fresh noise at every draw, and make
@@ -88,7 +88,7 @@ def pool_batches(pool: list[TrainingSample], batch_size: int = 16, twin_fraction
 
 
 def train_generic_model(out_path: str | Path = GENERIC_WEIGHTS, *, n_samples: int = 800, n_lattice: int = 4000,
-                        steps: int = 3000, batch_size: int = 16, seed: int = 0, progress: bool = True) -> dict:
+                        steps: int = 5000, batch_size: int = 16, seed: int = 0, progress: bool = True) -> dict:
     """Reproduce the shipped generic U-Net; returns a summary (times, final loss).
 
     Args:

@@ -25,6 +25,7 @@ physical, not tuned to one lattice:
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -92,7 +93,39 @@ class FindingQuality:
         return d
 
 
+_local = threading.local()
+
+
+def _cached(image: np.ndarray, key: tuple, make):
+    """Per-thread memo of a few derived images of the same input array (smoothings, noise):
+    the scale check, the significance filter and the quality report all need them."""
+    store = getattr(_local, "store", None)
+    if store is None or store[0] is not image:
+        store = _local.store = (image, {})
+    cache = store[1]
+    if key not in cache:
+        if len(cache) >= 6:
+            cache.clear()
+        cache[key] = make()
+    return cache[key]
+
+
+def smoothed(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``image`` smoothed by a Gaussian of ``sigma_px`` (rounded to 5 % steps), memoised per
+    thread for the last input array."""
+    s = float(np.exp(np.round(np.log(sigma_px) / 0.05) * 0.05))
+    return _cached(image, ("smooth", s),
+                   lambda: ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), s, mode="reflect"))
+
+
 def noise_sigma(image: np.ndarray) -> float:
+    """Pixel noise standard deviation (image units), robust to smooth structure (memoised).
+
+    See :func:`_noise_sigma`."""
+    return _cached(image, ("noise",), lambda: _noise_sigma(image))
+
+
+def _noise_sigma(image: np.ndarray) -> float:
     """Pixel noise standard deviation (image units), robust to smooth structure.
 
     Immerkaer's estimator (the image convolved with the difference of two Laplacians, whose
@@ -115,15 +148,17 @@ def _ring_offsets(radius: float, n: int = 16) -> np.ndarray:
 
 
 def column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, *, sigma: float | None = None,
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    ring: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
     """Contrast of each column over a ring around it, and its significance in noise sigmas.
 
     Args:
         image: (H, W) image.
         xy: (N, 2) column positions (x, y) in px.
         nn_px: nearest-column distance (px): sets the smoothing (0.15 of it, at least 0.7 px) and
-            the ring radius (0.4 of it, at least 1.5 smoothing widths).
+            the ring radius (``ring`` of it, at least 1.5 smoothing widths).
         sigma: pixel noise (default: :func:`noise_sigma`).
+        ring: ring radius as a fraction of ``nn_px`` (0.4: the dip between columns; 0.25: the
+            column's own flank, which a neighbour's tail does not lift much).
 
     Returns:
         (contrast (N,) in image units, z (N,) = contrast / its noise).
@@ -133,9 +168,9 @@ def column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, *, sigma: f
     if len(xy) == 0:
         return np.zeros(0), np.zeros(0)
     s = max(0.7, 0.15 * nn_px)
-    sm = ndimage.gaussian_filter(img, s, mode="reflect")
-    rho = max(0.4 * nn_px, 1.5 * s)
-    ring = _ring_offsets(rho)
+    sm = smoothed(image, s)
+    rho = max(ring * nn_px, 1.5 * s)
+    offsets = _ring_offsets(rho)
     centre = ndimage.map_coordinates(sm, [xy[:, 1], xy[:, 0]], order=1, mode="nearest")
     # the column's own value: the highest of the centre and 4 points 0.15 nn away (the position
     # may be off by a little before refinement)
@@ -144,9 +179,9 @@ def column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, *, sigma: f
                        for dx, dy in near]
     top = np.max(vals, axis=0)
     rv = np.mean([ndimage.map_coordinates(sm, [xy[:, 1] + dy, xy[:, 0] + dx], order=1, mode="nearest")
-                  for dx, dy in ring], axis=0)
+                  for dx, dy in offsets], axis=0)
     contrast = top - rv
-    sig = noise_sigma(img) if sigma is None else float(sigma)
+    sig = noise_sigma(image) if sigma is None else float(sigma)
     # smoothed white noise has sigma / (2 sqrt(pi) s); the ring mean averages ~16 such values
     # that are partly correlated: the difference's noise is about 1.05 x the smoothed noise
     sd = max(sig / (2 * np.sqrt(np.pi) * s) * 1.05, 1e-12 * (np.ptp(img) + 1e-30))
@@ -242,7 +277,7 @@ def match_f1(a: np.ndarray, b: np.ndarray, tol_px: float) -> float:
     return float(2 * tp / (len(a) + len(b)))
 
 
-def local_maxima(smoothed: np.ndarray, min_distance_px: int) -> np.ndarray:
+def local_maxima(sm: np.ndarray, min_distance_px: int) -> np.ndarray:
     """(x, y) of the pixels that are the maximum of the disc of radius d around them.
 
     The maximum-filter test of scikit-image's ``peak_local_max`` without its pairwise spacing
@@ -251,8 +286,8 @@ def local_maxima(smoothed: np.ndarray, min_distance_px: int) -> np.ndarray:
     """
     d = max(1, int(min_distance_px))
     yy, xx = np.mgrid[-d:d + 1, -d:d + 1]
-    mx = ndimage.maximum_filter(smoothed, footprint=(xx**2 + yy**2) <= d * d + 0.5, mode="nearest")
-    rows, cols = np.nonzero((smoothed == mx) & (smoothed > smoothed.min()))
+    mx = ndimage.maximum_filter(sm, footprint=(xx**2 + yy**2) <= d * d + 0.5, mode="nearest")
+    rows, cols = np.nonzero((sm == mx) & (sm > sm.min()))
     return np.stack([cols, rows], 1).astype(float)
 
 
@@ -261,9 +296,7 @@ def classical_columns(image: np.ndarray, nn_px: float) -> np.ndarray:
 
     (A disc, not a square: a square's corners reach a bright neighbour's tail, which then hides
     a weak column such as S2 next to W.)"""
-    s = max(0.7, 0.15 * nn_px)
-    sm = ndimage.gaussian_filter(np.asarray(image, np.float64), s)
-    return local_maxima(sm, int(0.4 * nn_px))
+    return local_maxima(smoothed(image, max(0.7, 0.15 * nn_px)), int(0.4 * nn_px))
 
 
 def finder_agreement(image: np.ndarray, xy: np.ndarray, nn_px: float, sigma: float,
@@ -307,7 +340,7 @@ def assess(image: np.ndarray, xy: np.ndarray, *, period_px: float, period_method
     """The quality report of columns ``xy`` found in ``image`` (see the module docstring)."""
     img = np.asarray(image, dtype=np.float64)
     xy = np.asarray(xy, float).reshape(-1, 2)
-    sig = noise_sigma(img) if sigma is None else sigma
+    sig = noise_sigma(image) if sigma is None else sigma
     nn = nearest_distance(xy)
     ratio = nn / period_px if np.isfinite(period_px) and period_px > 0 else float("nan")
     nf = neighbour_fraction(xy, img.shape, nn)
@@ -316,7 +349,7 @@ def assess(image: np.ndarray, xy: np.ndarray, *, period_px: float, period_method
     if len(xy) == 0:
         problems.append("no column stands above the noise")
     if agreement and len(xy) >= 5 and np.isfinite(nn):
-        agree = finder_agreement(img, xy, nn, sig, contrast)
+        agree = finder_agreement(image, xy, nn, sig, contrast)
         if agree < MIN_AGREEMENT:
             problems.append(f"the network and a classical finder agree on only {agree:.0%} of the clear columns")
     if np.isfinite(ratio) and not (SPACING_RANGE[0] <= ratio <= SPACING_RANGE[1]):

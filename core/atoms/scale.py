@@ -55,7 +55,7 @@ def columns_spacing(image: np.ndarray, period_px: float = float("nan")) -> float
     """
     from .quality import noise_sigma
 
-    img = np.asarray(image, dtype=np.float64)
+    img = image
     sigma = noise_sigma(img)
     widths = [1.0]
     if np.isfinite(period_px):
@@ -72,9 +72,9 @@ def columns_spacing(image: np.ndarray, period_px: float = float("nan")) -> float
 
 def _maxima_spacing(img: np.ndarray, s: float, period_px: float, sigma: float) -> tuple[float, float]:
     """(median nearest distance, neighbour fraction) of the significant maxima at smoothing ``s``."""
-    from .quality import Z_MIN, column_contrast, local_maxima, nearest_distance, neighbour_fraction
+    from .quality import Z_MIN, column_contrast, local_maxima, nearest_distance, neighbour_fraction, smoothed
 
-    sm = ndimage.gaussian_filter(img, s)
+    sm = smoothed(img, s)
     xy = local_maxima(sm, max(2, int(round(2 * s))))
     if len(xy) < 10:
         return float("nan"), float("nan")

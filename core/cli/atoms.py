@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
                    help="twin training images")
     t.add_argument("--lattice-samples", type=ranged(0, 10**6, integer=True), default=4000,
                    help="parametric lattice training images")
-    t.add_argument("--steps", type=ranged(1, 10**7, integer=True), default=3000)
+    t.add_argument("--steps", type=ranged(1, 10**7, integer=True), default=5000)
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=run_train_generic)
 
