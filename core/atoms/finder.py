@@ -158,11 +158,13 @@ class AtomFinder:
         quality = assess(img, xy, period_px=scale.period_px, period_method=how, n_rejected=n_rejected,
                          contrast=contrast, sigma=sigma)
         unconfirmed = not quality.agreement >= MIN_AGREEMENT
-        if len(xy) and not quality.ok and (how == "none" or (how == "columns" and unconfirmed)
-                                           or (len(xy) < 20 and unconfirmed)):
+        irregular = not quality.neighbour_fraction >= 0.7
+        if len(xy) and not quality.ok and (how == "none" or (unconfirmed and (
+                how == "columns" or len(xy) < 20 or irregular))):
             # no lattice (no period, or only the spacing of "columns" a classical finder does not
-            # confirm), or a handful of unconfirmed "columns" (the bumps of a smooth background):
-            # nothing trustworthy to return
+            # confirm), or "columns" that a classical finder does not confirm and that are few or
+            # do not form a regular lattice (the bumps of a smooth background): nothing
+            # trustworthy to return
             quality = assess(img, xy[:0], period_px=scale.period_px, period_method=how,
                              n_rejected=n_det, sigma=sigma, agreement=False)
             xy, conf = xy[:0], conf[:0]
