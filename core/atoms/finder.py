@@ -147,7 +147,8 @@ class AtomFinder:
         if len(xy) and np.isfinite(nn):
             contrast, z = column_contrast(img, xy, nn, sigma=sigma)
             keep = significant_columns(z, xy, img.shape)
-            if not stands_above_noise(z[keep], xy[keep], img.shape, np.isfinite(scale.period_px)):
+            measured = scale.period_px if how in ("fft", "fft+columns", "given") else float("nan")
+            if not stands_above_noise(z[keep], xy[keep], img.shape, measured):
                 keep[:] = False
             xy, conf, contrast = xy[keep], conf[keep], contrast[keep]
         else:
