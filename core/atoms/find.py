@@ -119,7 +119,7 @@ def _find_classical(img: np.ndarray, period_px: float | None, refine, pixel_size
     if len(xy) > 1:
         contrast, z = column_contrast(img, xy, nearest_distance(xy), sigma=sigma)
         keep = significant_columns(z, xy, img.shape)
-        if not stands_above_noise(z[keep], xy[keep], img.shape, True):
+        if not stands_above_noise(z[keep], xy[keep], img.shape, period_px):
             keep[:] = False
         xy, vals, contrast = xy[keep], vals[keep], contrast[keep]
     q = assess(img, xy, period_px=period_px, period_method=how, n_rejected=n_det - len(xy), contrast=contrast,
