@@ -275,6 +275,7 @@ class AtomFinder:
                    device=self.device, progress=progress, should_stop=should_stop,
                    description="training on labelled frames")
         self._version += 1
+        self.companion = None  # trained for these frames: the generic finder's companion no longer applies
         return self
 
     @classmethod
