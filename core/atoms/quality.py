@@ -194,19 +194,25 @@ def significant_columns(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int]) -
     At a low dose real columns stand only a few sigmas above their ring (some below 0.5 sigma
     at 2e4 e/A^2 on twin graphene: dropping them makes false vacancies), and so do columns a
     network invents in the empty cells of a lattice; one fixed threshold cannot part them, but
-    the neighbourhoods can. A set in which 75 % of the columns have the usual number of
-    neighbours is a lattice and is kept whole. Otherwise detections below ``Z_MIN`` (dips) go,
+    their numbers and neighbourhoods can. When at most a fifth of the detections are below
+    ``Z_MIN`` and the set is a lattice (75 % of the columns with the usual number of
+    neighbours), all but those in a clear dip (z < -1) are kept. Otherwise detections below
+    ``Z_MIN`` go,
     and the threshold is raised (1.5, 2.5, 3.5 sigma) where that makes the kept set clearly
     more lattice-like (+0.1 in :func:`neighbour_fraction`): invented columns between real ones
     spoil the neighbour counts.
     """
-    keep = np.ones(len(z), bool)
     if len(z) < 10:
         return z >= Z_MIN
-    nf_all = neighbour_fraction(xy, shape, nearest_distance(xy))
-    if np.isfinite(nf_all) and nf_all >= 0.75:
-        return keep
-    keep = z >= Z_MIN
+    low = z < Z_MIN
+    if low.mean() <= 0.2:
+        # a few low columns among many clear ones: real columns at a low dose, kept unless they
+        # sit in a clear dip; a network's invented sublattice is as numerous as the real one
+        keep = z >= -1.0
+        nf_all = neighbour_fraction(xy[keep], shape, nearest_distance(xy[keep]))
+        if np.isfinite(nf_all) and nf_all >= 0.75:
+            return keep
+    keep = ~low
     if keep.sum() < 10:
         return keep
     best_nf = neighbour_fraction(xy[keep], shape, nearest_distance(xy[keep]))
