@@ -27,9 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--png", type=Path, default=None, help="also write the image with the columns marked")
     p.set_defaults(func=run_find_atoms)
 
-    t = sub.add_parser("train-generic", help="reproduce the shipped generic U-Net weights from the twin",
-                       description="Render twin images across graphene, hBN, MX2 and perovskites and train "
-                                   "the generic column-finding U-Net (about 25 min on 2 CPU cores).")
+    t = sub.add_parser("train-generic", help="reproduce the shipped generic U-Net weights",
+                       description="Render twin images (graphene, hBN, MX2, perovskites) and parametric lattices "
+                                   "and train the generic column-finding U-Net (about 35 min on 2 CPU cores).")
     t.add_argument("--out", type=Path, default=None, help="weights file (default: the package's generic_unet.pt)")
     t.add_argument("--samples", type=ranged(16, 10**6, integer=True), default=800,
                    help="twin training images")
