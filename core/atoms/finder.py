@@ -50,7 +50,8 @@ class AtomFinder:
         self.device = torch.device(device) if device is not None else default_device()
         self.model.to(self.device)
         self._version = 0  # bumped by fit(): the fused inference copy is rebuilt
-        #: a second network consulted on low-count images (see :meth:`_with_companion`)
+        #: a network tried first by :meth:`predict` (the generic finder's twin-trained one); its
+        #: result is kept when it passes its checks without rejecting many detections
         self.companion: AtomFinder | None = None
 
     # ------------------------------------------------------------------ construction
@@ -140,12 +141,21 @@ class AtomFinder:
         """
         img = as_image(image)
         period_px = check_period(period_px, img.shape)
+        if self.companion is not None:
+            # the twin-trained companion first: on the twin's kind of image (the materials it
+            # was trained on, down to the lowest doses) it is the more complete; where it invents
+            # columns (a fifth or more of its detections rejected as dips or noise: the empty
+            # cells of a lattice it never saw) or its checks fail, this network takes over
+            first = self.companion.predict(img, pixel_size_nm=pixel_size_nm, period_px=period_px, refine=refine,
+                                           blend=blend)
+            q = first.quality
+            if q is not None and q.ok and len(first) and q.n_rejected <= 0.2 * (q.n_rejected + len(first)):
+                return first.replace(metadata={**first.metadata, "network": "twin"})
         prob, scale = self.predict_probability(img, period_px=period_px)
         xy, conf = heatmap_to_xy(prob, self.threshold)
         xy = xy / scale.factor
         how = scale.method
         xy, conf, scale, how = self._rescale_if_inconsistent(img, xy, conf, scale, how, period_px is not None)
-        xy, conf = self._with_companion(img, xy, conf, scale)
         # columns must stand above the noise and above their surroundings (an empty cell centre,
         # a noise bump or a contamination ripple does not)
         nn = nearest_distance(xy) if len(xy) > 1 else scale.period_px * 0.7
@@ -154,8 +164,9 @@ class AtomFinder:
         if len(xy) and np.isfinite(nn):
             contrast, z = column_contrast(img, xy, nn, sigma=sigma)
             keep = significant_columns(z, xy, img.shape)
-            measured = scale.period_px if how in ("fft", "fft+columns", "given") else float("nan")
-            if not stands_above_noise(z[keep], xy[keep], img.shape, measured):
+            measured = scale.period_px if how in ("fft", "fft+columns", "given", "columns") else float("nan")
+            regular = 0.75 if how == "columns" else 0.6  # a period from the columns alone: stricter
+            if not stands_above_noise(z[keep], xy[keep], img.shape, measured, regular):
                 keep[:] = False
             xy, conf, contrast = xy[keep], conf[keep], contrast[keep]
         else:
@@ -186,32 +197,6 @@ class AtomFinder:
                    np.clip(np.round(xy[:, 0]).astype(int), 0, img.shape[1] - 1)]
         return AtomTable(xy, vals, np.zeros(len(xy), int), conf, pixel_size_nm=pixel_size_nm, metadata=meta,
                          quality=quality)
-
-    def _with_companion(self, img, xy, conf, scale: ModelScale):
-        """At low counts, add the columns the companion network (trained on the twin alone) finds
-        where the two agree.
-
-        The generic network, trained for any lattice, misses ~1 % of the columns of twin
-        graphene at 2e4 e/A^2 (false vacancies for the defect finder); the twin-only network
-        finds them but invents columns in the empty cells of lattices it never saw. So the
-        companion runs only when the columns stand less than 6 sigma above their rings, at the
-        same scale, and its columns (and its positions, which at low counts are the more precise)
-        are taken only when the two sets agree (F1 >= 0.95: a handful of extra low-count columns,
-        not an invented sublattice).
-        """
-        comp = self.companion
-        if comp is None or len(xy) < 10:
-            return xy, conf
-        nn = nearest_distance(xy)
-        z = column_contrast(img, xy, nn, sigma=noise_sigma(img))[1]
-        if float(np.median(z)) >= 6.0:
-            return xy, conf
-        prob = comp._forward_tiled(normalize_image(resample(img, scale.factor)))
-        xy_c, conf_c = heatmap_to_xy(prob, comp.threshold)
-        xy_c = xy_c / scale.factor
-        if len(xy_c) == 0 or match_f1(xy, xy_c, 0.3 * nn) < 0.95:
-            return xy, conf
-        return xy_c, conf_c
 
     def _rescale_if_inconsistent(self, img, xy, conf, scale: ModelScale, how: str, given: bool):
         """A second pass when the first pass's columns say the scale was wrong.

@@ -202,6 +202,13 @@ def significant_columns(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int]) -
     more lattice-like (+0.1 in :func:`neighbour_fraction`): invented columns between real ones
     spoil the neighbour counts.
     """
+    h, w = shape
+    nn = nearest_distance(xy) if len(xy) > 1 else 0.0
+    m = 0.5 * nn if np.isfinite(nn) else 0.0
+    # a column cut by the border has part of its ring outside the image: its contrast says
+    # nothing, and it is kept
+    edge = (xy[:, 0] < m) | (xy[:, 0] > w - 1 - m) | (xy[:, 1] < m) | (xy[:, 1] > h - 1 - m)
+    z = np.where(edge, np.inf, z)
     if len(z) < 10:
         return z >= Z_MIN
     low = z < Z_MIN
@@ -229,7 +236,8 @@ def significant_columns(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int]) -
     return best
 
 
-def stands_above_noise(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int], period_px: float) -> bool:
+def stands_above_noise(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int], period_px: float,
+                       min_regular: float = 0.6) -> bool:
     """Whether a set of detections (significances ``z``) is more than noise, taken together.
 
     Their median significance must reach ``Z_IMAGE``, or ``Z_LATTICE`` when they form the
@@ -237,6 +245,8 @@ def stands_above_noise(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int], pe
     0.3-1.35 periods, and most columns with the same number of neighbours): a column at ~2-3
     sigma is not believable alone, but hundreds of them on the measured lattice are (twin
     graphene at 2e4 e/A^2 and 0.025 nm/px: median 2.9 sigma, 87 % regular neighbourhoods).
+    ``min_regular``: the fraction of regular neighbourhoods required (0.6; higher when the
+    period is only the columns' own spacing, as on a frame too small for a spectrum).
     """
     if len(z) == 0:
         return False
@@ -249,7 +259,7 @@ def stands_above_noise(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int], pe
     if not SPACING_RANGE[0] <= nn / period_px <= SPACING_RANGE[1]:
         return False
     nf = neighbour_fraction(xy, shape, nn)
-    return bool(np.isfinite(nf) and nf >= 0.6)
+    return bool(np.isfinite(nf) and nf >= min_regular)
 
 
 def nearest_distance(xy: np.ndarray) -> float:
