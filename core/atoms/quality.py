@@ -206,16 +206,16 @@ def significant_columns(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int]) -
     nn = nearest_distance(xy) if len(xy) > 1 else 0.0
     m = 0.5 * nn if np.isfinite(nn) else 0.0
     # a column cut by the border has part of its ring outside the image: its contrast says
-    # nothing, and it is kept
+    # little, and it is kept where the set is a lattice with few low columns (not where the
+    # network invented a sublattice)
     edge = (xy[:, 0] < m) | (xy[:, 0] > w - 1 - m) | (xy[:, 1] < m) | (xy[:, 1] > h - 1 - m)
-    z = np.where(edge, np.inf, z)
     if len(z) < 10:
-        return z >= Z_MIN
+        return (z >= Z_MIN) | edge
     low = z < Z_MIN
     if low.mean() <= 0.2:
         # a few low columns among many clear ones: real columns at a low dose, kept unless they
         # sit in a clear dip; a network's invented sublattice is as numerous as the real one
-        keep = z >= -1.0
+        keep = (z >= -1.0) | edge
         nf_all = neighbour_fraction(xy[keep], shape, nearest_distance(xy[keep]))
         if np.isfinite(nf_all) and nf_all >= 0.75:
             return keep
