@@ -101,7 +101,7 @@ def check_pixel_size(pixel_size_nm) -> float | None:
 def _find_classical(img: np.ndarray, period_px: float | None, refine, pixel_size_nm) -> AtomTable:
     """The classical path, with the same significance filter and quality report as the network's."""
     from .classical import find_peaks_classical
-    from .quality import assess, column_contrast, nearest_distance, noise_sigma, significant_columns, stands_above_noise
+    from .quality import assess, filter_columns, noise_sigma
     from .spacing import estimate_lattice_period
 
     how = "given" if period_px is not None else "fft"
@@ -117,10 +117,7 @@ def _find_classical(img: np.ndarray, period_px: float | None, refine, pixel_size
     n_det = len(xy)
     contrast = None
     if len(xy) > 1:
-        contrast, z = column_contrast(img, xy, nearest_distance(xy), sigma=sigma)
-        keep = significant_columns(z, xy, img.shape)
-        if not stands_above_noise(z[keep], xy[keep], img.shape, period_px):
-            keep[:] = False
+        keep, contrast = filter_columns(img, xy, period_px=period_px, sigma=sigma)
         xy, vals, contrast = xy[keep], vals[keep], contrast[keep]
     q = assess(img, xy, period_px=period_px, period_method=how, n_rejected=n_det - len(xy), contrast=contrast,
                sigma=sigma, agreement=False)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from .checks import as_image
 from .heatmap import heatmap_to_xy
-from .quality import MIN_AGREEMENT, assess, match_f1, column_contrast, nearest_distance, noise_sigma, significant_columns, stands_above_noise
+from .quality import MIN_AGREEMENT, assess, filter_columns, nearest_distance, noise_sigma
 from .scale import TARGET_NN_PX, ModelScale, check_period, choose_scale, resample
 from .table import AtomTable
 from .training import d4, default_device, train_unet
@@ -158,19 +157,14 @@ class AtomFinder:
         xy, conf, scale, how = self._rescale_if_inconsistent(img, xy, conf, scale, how, period_px is not None)
         # columns must stand above the noise and above their surroundings (an empty cell centre,
         # a noise bump or a contamination ripple does not)
-        nn = nearest_distance(xy) if len(xy) > 1 else scale.period_px * 0.7
         sigma = noise_sigma(img)
         n_det = len(xy)
-        if len(xy) and np.isfinite(nn):
-            contrast, z = column_contrast(img, xy, nn, sigma=sigma)
-            keep = significant_columns(z, xy, img.shape)
-            measured = scale.period_px if how in ("fft", "fft+columns", "given", "columns") else float("nan")
-            regular = 0.75 if how == "columns" else 0.6  # a period from the columns alone: stricter
-            if not stands_above_noise(z[keep], xy[keep], img.shape, measured, regular):
-                keep[:] = False
+        contrast = None
+        if len(xy) > 1:
+            measured = scale.period_px if how != "none" else float("nan")
+            keep, contrast = filter_columns(img, xy, period_px=measured, regular=0.75 if how == "columns" else 0.6,
+                                            sigma=sigma)  # a period from the columns alone: stricter
             xy, conf, contrast = xy[keep], conf[keep], contrast[keep]
-        else:
-            contrast = None
         n_rejected = n_det - len(xy)
         method = self.refine if refine is True else (refine or None)
         meta = {"finder": "unet", "scale": scale.to_dict(), "threshold": self.threshold, "refine": method}

@@ -262,6 +262,25 @@ def stands_above_noise(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int], pe
     return bool(np.isfinite(nf) and nf >= min_regular)
 
 
+def filter_columns(image: np.ndarray, xy: np.ndarray, *, period_px: float, regular: float = 0.6,
+                   sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The significance filter shared by the finders: which detections to keep, and their contrast.
+
+    :func:`column_contrast` at the detections' own spacing, :func:`significant_columns`, then
+    :func:`stands_above_noise` on what is kept (``period_px``: the measured lattice period, NaN
+    for none; ``regular``: see there). Returns (keep (N,) bool, contrast (N,)).
+    """
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    nn = nearest_distance(xy)
+    if len(xy) < 2 or not np.isfinite(nn):
+        return np.ones(len(xy), bool), np.zeros(len(xy))
+    contrast, z = column_contrast(image, xy, nn, sigma=sigma)
+    keep = significant_columns(z, xy, np.shape(image))
+    if not stands_above_noise(z[keep], xy[keep], np.shape(image), period_px, regular):
+        keep[:] = False
+    return keep, contrast
+
+
 def nearest_distance(xy: np.ndarray) -> float:
     """Median nearest-neighbour distance (px) of a point set (NaN below 2 points)."""
     xy = np.asarray(xy, float).reshape(-1, 2)

@@ -72,7 +72,14 @@ def columns_spacing(image: np.ndarray, period_px: float = float("nan")) -> float
 
 def _maxima_spacing(img: np.ndarray, s: float, period_px: float, sigma: float) -> tuple[float, float]:
     """(median nearest distance, neighbour fraction) of the significant maxima at smoothing ``s``."""
-    from .quality import Z_MIN, column_contrast, local_maxima, nearest_distance, neighbour_fraction, smoothed
+    from .quality import (
+        Z_MIN,
+        column_contrast,
+        local_maxima,
+        nearest_distance,
+        neighbour_fraction,
+        smoothed,
+    )
 
     sm = smoothed(img, s)
     xy = local_maxima(sm, max(2, int(round(2 * s))))
