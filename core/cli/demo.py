@@ -141,7 +141,7 @@ def _atoms(report: Report, args) -> None:
         a.set_yticks([])
     report.add(
         "Atom finding",
-        "find_atoms() with the generic U-Net shipped in the package (trained on the twin only), centre-of-mass "
+        "find_atoms() with the generic finder shipped in the package (a twin-trained and a general U-Net, with quality checks), centre-of-mass "
         "refinement and three intensity classes (GMM: S/S2, Mo, W). Found columns are matched one-to-one with "
         "the truth within 0.35 of the nearest-neighbour distance. find_defects() fits the lattice and reports "
         "empty sites (vacancies, cyan circles) and intensity outliers per sublattice (W on Mo sites, S2 columns "
