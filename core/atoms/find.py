@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 
 from .checks import as_image
-from .quality import AtomFindingWarning, warn_if_doubtful
+from .quality import AtomFindingWarning, frame_memo, warn_if_doubtful
 from .scale import check_period
 from .table import AtomTable
 
@@ -57,7 +57,8 @@ def find_atoms(image: np.ndarray, *, pixel_size_nm: float | None = None, model="
     if refine not in (None, False, "com", "gaussian"):
         raise ValueError(f"refine={refine!r}: use 'com', 'gaussian' or None")
     if isinstance(model, str) and model == "classical":
-        table = _find_classical(img, period_px, refine, pixel_size_nm)
+        with frame_memo():
+            table = _find_classical(img, period_px, refine, pixel_size_nm)
     else:
         from pathlib import Path
 

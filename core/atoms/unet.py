@@ -44,8 +44,10 @@ class UNet(nn.Module):
             skips.append(x)
         x = skips.pop()
         for up, dec in zip(self.up, self.dec, strict=True):
-            x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+            # the 1x1 convolution before the upsampling: the same map (bilinear weights sum to one,
+            # both are linear), on a quarter of the pixels and half the channels
+            x = nn.functional.interpolate(up(x), scale_factor=2, mode="bilinear", align_corners=False)
+            x = dec(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)[..., :h, :w]
 
 
