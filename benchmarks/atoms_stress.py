@@ -22,7 +22,7 @@ origin. Lattices (nn = nearest-neighbour distance between the scored columns):
 Sweeps (seeds fixed; every image has its own rotation, origin and noise):
 
 * ``geometry``: lattice x nn (6, 12, 24 px) x sigma/nn (0.08, 0.2, 0.35; sigma >= 0.5 px) at the
-  high dose;
+  high and at the low dose (the brief's range of widths holds down to ~50 counts);
 * ``dose``: lattice x dose at nn 12 px, sigma/nn 0.2: noise-free, ``high`` (brightest column peak
   5000 counts over a background of 100, Poisson), ``mid`` (500 over 50), ``low`` (50 over 40);
 * ``distortion``: lattice x distortion at nn 12 px, sigma/nn 0.2, high dose: ``none``,
@@ -521,6 +521,7 @@ class Cell:
 def plan(args) -> list[Cell]:
     cells: list[Cell] = []
     lats = args.lattices
+    geo_doses = ("high", "low")
     if args.quick:
         spacings, ratios, doses, dists, dist_doses, dose_nns = (), (), ("clean", "high", "low"), \
             ("none", "gradient", "contam", "hole", "scanline", "detector"), ("high",), (MID_NN,)
@@ -531,10 +532,11 @@ def plan(args) -> list[Cell]:
     else:
         spacings, ratios = (6, 12, 24), (0.08, 0.2, 0.35)
         doses, dists, dist_doses, dose_nns = ("clean", "high", "mid", "low"), DISTORTIONS, ("high",), (MID_NN,)
-    for lat in lats:
-        for nn in spacings:
-            for r in ratios:
-                cells.append(Cell("geometry", lat, float(nn), r, "high", "none"))
+    for gd in geo_doses:
+        for lat in lats:
+            for nn in spacings:
+                for r in ratios:
+                    cells.append(Cell("geometry", lat, float(nn), r, gd, "none"))
     for lat in lats:
         for nn in dose_nns:
             for d in doses:
@@ -684,8 +686,8 @@ def print_cell(c: Cell, tot: Score, ok: bool, t_med: float, note: str) -> None:
 def print_pivots(cell_rows) -> None:
     """F1 tables: lattice rows x condition columns, one per sweep (dose sweep: one per nn;
     distortion sweep: one per dose)."""
-    specs = (("geometry", lambda c: "", lambda c: f"{c.nn:.0f}/{c.ratio:.2f}".replace("/0.", "/."),
-              lambda g: "geometry sweep (columns: nn px / sigma/nn; high dose)"),
+    specs = (("geometry", lambda c: c.dose, lambda c: f"{c.nn:.0f}/{c.ratio:.2f}".replace("/0.", "/."),
+              lambda g: f"geometry sweep (columns: nn px / sigma/nn; {g} dose)"),
              ("dose", lambda c: c.nn, lambda c: c.dose,
               lambda g: f"dose sweep (nn {g:.0f} px, sigma/nn {MID_RATIO})"),
              ("distortion", lambda c: c.dose, lambda c: c.distortion,

@@ -133,3 +133,44 @@ def _period_in_range(power, f, rbin, nbin, m, n, min_period_px, max_period_px, r
     freq = (k + float(np.clip(off, -0.5, 0.5))) / m
     return LatticePeriod(period_px=float(1.0 / freq), strength=float(np.exp(excess[k])),
                          frequency_per_px=float(freq))
+
+
+def angular_harmonics(image: np.ndarray, period_px: float) -> tuple[float, float, float]:
+    """How 2-, 4- and 6-fold the power spectrum is on the ring of the lattice period.
+
+    The spectrum of the central square (at least 12 periods, at least 256 px when the image
+    allows; Hann window) is read on the ring at 1 / ``period_px`` or sqrt(2), sqrt(3) or 2
+    times that frequency, whichever holds the most power (+-6 %, at least one bin);
+    each returned value is ``|sum a exp(i m theta)| / sum a`` for m = 2, 4, 6, with ``a`` the
+    ring's power above its median. A hexagonal lattice (graphene, hBN, MX2, triangular) gives
+    (~0, ~0, ~0.9-1); a square one (~0, ~1, ~0); a rectangular, centred-rectangular or oblique
+    one (~1, ...). NaN when the period is not finite.
+    """
+    img = as_image(image)
+    if not (np.isfinite(period_px) and period_px > 0):
+        return float("nan"), float("nan"), float("nan")
+    h, w = img.shape
+    n = int(min(h, w, max(256, 12 * period_px)))
+    r0, c0 = (h - n) // 2, (w - n) // 2
+    sub = img[r0:r0 + n, c0:c0 + n].astype(np.float64)
+    win = np.hanning(n)
+    power = np.abs(np.fft.fftshift(np.fft.fft2((sub - sub.mean()) * np.outer(win, win)))) ** 2
+    ky, kx = (np.indices(power.shape) - n // 2) / n
+    k = np.hypot(kx, ky)
+    best = None
+    # the ring of the period and of its lattice multiples (a noisy frame's period can be a
+    # sub-harmonic): the one with the most power above its median is read
+    for mult in (1.0, *_LATTICE_RATIOS):
+        k0 = mult / period_px
+        if k0 >= 0.5:
+            continue
+        ring = np.abs(k - k0) <= max(0.06 * k0, 1.0 / n)
+        a = power[ring]
+        a = np.clip(a - np.median(a), 0.0, None)
+        if best is None or a.mean() > best[0]:
+            best = (float(a.mean()), ring, a)
+    if best is None or best[0] <= 0:
+        return float("nan"), float("nan"), float("nan")
+    _, ring, a = best
+    theta = np.arctan2(ky[ring], kx[ring])
+    return tuple(float(abs(np.sum(a * np.exp(1j * m * theta))) / a.sum()) for m in (2, 4, 6))
