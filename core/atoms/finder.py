@@ -13,6 +13,7 @@ from .checks import as_image
 from .heatmap import heatmap_to_xy
 from .quality import (
     MIN_AGREEMENT,
+    SPACING_RANGE,
     assess,
     filter_columns,
     frame_memo,
@@ -20,7 +21,14 @@ from .quality import (
     nearest_distance,
     noise_sigma,
 )
-from .scale import TARGET_NN_PX, ModelScale, check_period, choose_scale, resample
+from .scale import (
+    TARGET_NN_PX,
+    ModelScale,
+    check_period,
+    choose_scale,
+    period_near_columns,
+    resample,
+)
 from .table import AtomTable
 from .training import d4, default_device, train_unet
 from .training_data import MODEL_PERIOD_PX, column_mask, normalize_image
@@ -289,6 +297,10 @@ class AtomFinder:
             return xy, conf, scale, how
         nn2 = nearest_distance(xy2) * scale2.factor
         if 5.0 <= nn2 <= 16.0:
+            if how.startswith("fft") and not SPACING_RANGE[0] <= nn2 / scale2.factor / scale2.period_px <= SPACING_RANGE[1]:
+                # the spectrum's period was not the lattice's (a sparse frame's low-frequency
+                # noise): the period is sought again among those the columns allow, else none
+                scale2 = _period_near_columns(img, scale2, nn2 / scale2.factor)
             return xy2, conf2, scale2, scale2.method
         return xy, conf, scale, how
 
@@ -357,6 +369,15 @@ class AtomFinder:
         if finder is None:  # a fresh network, its initial weights drawn from ``seed``
             finder = cls(seeded_unet(seed, base=8, depth=3), **kwargs)
         return finder.fit([img], [xy], steps=steps, seed=seed, progress=progress, should_stop=should_stop)
+
+
+def _period_near_columns(img: np.ndarray, scale: ModelScale, nn_px: float) -> ModelScale:
+    """``scale`` with its period re-measured among those the columns allow (``"fft+columns"``),
+    or, where no period stands out there, the columns' own scale (``"columns"``)."""
+    period = period_near_columns(img, nn_px)
+    if np.isfinite(period):
+        return ModelScale(scale.factor, float(period), "fft+columns", scale.columns_nn_px)
+    return ModelScale(scale.factor, float(MODEL_PERIOD_PX / scale.factor), "columns", scale.columns_nn_px)
 
 
 def _hexagonal(img: np.ndarray, scale: ModelScale) -> bool:

@@ -143,11 +143,8 @@ def choose_scale(image: np.ndarray, period_px: float | None = None, margin: floa
         # modulation took it; a dumbbell's pair hides under it): the period is sought again
         # among those the columns allow (a lattice period is at most ~3 column spacings)
         method = "fft+columns"
-        try:
-            period = estimate_lattice_period(image, min_period_px=max(3.0, 0.8 * nn),
-                                             max_period_px=3.0 * nn).period_px
-        except ValueError:
-            pass
+        near = period_near_columns(image, nn)
+        period = near if np.isfinite(near) else period
     f = 1.0 if lo * (1 + margin) <= period <= hi * (1 - margin) else MODEL_PERIOD_PX / period
     if f != 1.0 and np.isfinite(nn) and 5.0 <= nn <= 15.0:
         f = 1.0  # the columns are at a spacing the network knows: no resampling (faster, exact)
@@ -155,6 +152,20 @@ def choose_scale(image: np.ndarray, period_px: float | None = None, margin: floa
         f = TARGET_NN_PX / nn  # the columns set the scale
         method = "fft+columns"
     return ModelScale(float(f), float(period), method, nn)
+
+
+def period_near_columns(image: np.ndarray, nn_px: float) -> float:
+    """The lattice period (px) among those columns ``nn_px`` apart allow: 0.8-3 spacings.
+
+    The strongest reflection in that range is taken (not the lowest-frequency one that stands
+    out, as :func:`estimate_lattice_period` does by default: on a sparse frame a noise bump at
+    twice the period can). NaN when none stands above the noise there.
+    """
+    try:
+        return estimate_lattice_period(image, min_period_px=max(3.0, 0.8 * nn_px), max_period_px=3.0 * nn_px,
+                                       relative_threshold=1.0).period_px
+    except ValueError:
+        return float("nan")
 
 
 def check_period(period_px, shape: tuple[int, int]) -> float | None:
