@@ -174,7 +174,7 @@ class AtomFinder:
             given = period_px is not None
             comp = self.companion
             first = None
-            if comp is not None and _hexagonal(img, scale) and comp._may_suit(img, scale, sigma):
+            if comp is not None and _twin_lattice(img, scale) and comp._may_suit(img, scale, sigma):
                 # the twin-trained companion first: on the twin's kind of image (its materials,
                 # down to the lowest doses) it is the more complete. Its result is kept at once
                 # when it passes its checks with clear columns; where it rejects a fifth of its
@@ -380,21 +380,22 @@ def _period_near_columns(img: np.ndarray, scale: ModelScale, nn_px: float) -> Mo
     return ModelScale(scale.factor, float(MODEL_PERIOD_PX / scale.factor), "columns", scale.columns_nn_px)
 
 
-def _hexagonal(img: np.ndarray, scale: ModelScale) -> bool:
-    """Whether the spectrum at the lattice period is hexagonal, or no period was measured.
+def _twin_lattice(img: np.ndarray, scale: ModelScale) -> bool:
+    """Whether the spectrum at the lattice period is hexagonal or square (the twin's lattices),
+    or no period was measured.
 
-    The twin-trained companion helps on the twin's 2D materials (graphene, hBN, MX2: hexagonal
-    spectra) near the detection limit; on the twin's perovskites the generic network is as good,
-    and on square, rectangular, centred-rectangular (perovskite [110]) or oblique lattices it
-    paints or misses columns. (The sixfold part must dominate: >= 0.6 with the two- and fourfold
-    parts <= 0.35; hexagonal stress lattices and twin images give >= 0.87 and <= 0.13.)
+    The twin-trained companion knows the twin's 2D materials (graphene, hBN, MX2: hexagonal
+    spectra) and cubic perovskites along [001] (square); on rectangular, centred-rectangular
+    (perovskite [110]), dumbbell or oblique lattices it paints or misses columns. One harmonic
+    must dominate: the six- or fourfold part >= 0.6 with the others <= 0.35 (the stress
+    lattices and twin images give >= 0.87 and <= 0.13).
     """
     from .spacing import angular_harmonics
 
     c2, c4, c6 = angular_harmonics(img, scale.period_px)
     if not np.isfinite(c6):
         return True
-    return c6 >= 0.6 and max(c2, c4) <= 0.35
+    return (c6 >= 0.6 and max(c2, c4) <= 0.35) or (c4 >= 0.6 and max(c2, c6) <= 0.35)
 
 
 def _model_input(img: np.ndarray, factor: float) -> np.ndarray:

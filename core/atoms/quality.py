@@ -50,9 +50,6 @@ Z_LATTICE = 1.5
 #: thresholds of the checks (see the module docstring)
 MIN_NEIGHBOUR_FRACTION = 0.55
 MIN_AGREEMENT = 0.8
-#: the median significance of a set of clear columns, and what a column of such a set must reach
-Z_CLEAR_SET = 10.0
-Z_FAINT = 2.5
 #: significance of a column that both finders must see
 Z_CLEAR = 5.0
 SPACING_RANGE = (0.3, 1.35)
@@ -250,7 +247,7 @@ def significant_columns(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int]) -
     their numbers and neighbourhoods can. When at most a fifth of the detections are below
     ``Z_MIN`` and the set is a lattice (75 % of the columns with the usual number of
     neighbours), all but those in a clear dip (z < -1) are kept. Otherwise detections below
-    ``Z_MIN`` go (below ``Z_FAINT`` when the median reaches ``Z_CLEAR_SET``: clear columns),
+    ``Z_MIN`` go,
     and the threshold is raised (1.5, 2.5, 3.5 sigma) where that makes the kept set clearly
     more lattice-like (+0.1 in :func:`neighbour_fraction`): invented columns between real ones
     spoil the neighbour counts.
@@ -264,12 +261,8 @@ def significant_columns(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int]) -
     edge = (xy[:, 0] < m) | (xy[:, 0] > w - 1 - m) | (xy[:, 1] < m) | (xy[:, 1] > h - 1 - m)
     if len(z) < 10:
         return (z >= Z_MIN) | edge
-    clear = float(np.median(z)) >= Z_CLEAR_SET
-    # where the columns stand clearly above the noise (median >= Z_CLEAR_SET sigmas), one a
-    # tenth as high is noise or an invented column, not a faint real one (perovskite [110] at a
-    # middle dose: the twin network's extra columns between the real ones stand 0.6-1.6 sigmas)
-    low = z < (Z_FAINT if clear else Z_MIN)
-    if low.mean() <= 0.2 and not clear:
+    low = z < Z_MIN
+    if low.mean() <= 0.2:
         # a few low columns among many clear ones: real columns at a low dose, kept unless they
         # sit in a clear dip; a network's invented sublattice is as numerous as the real one
         keep = (z >= -1.0) | edge
