@@ -116,12 +116,12 @@ def _find_classical(img: np.ndarray, period_px: float | None, refine, pixel_size
     xy, vals = find_peaks_classical(img, period_px=period_px)
     sigma = noise_sigma(img)
     n_det = len(xy)
-    contrast = None
+    contrast, notes = None, ()
     if len(xy) > 1:
-        keep, contrast = filter_columns(img, xy, period_px=period_px, sigma=sigma)
+        keep, contrast, notes = filter_columns(img, xy, period_px=period_px, sigma=sigma)
         xy, vals, contrast = xy[keep], vals[keep], contrast[keep]
     q = assess(img, xy, period_px=period_px, period_method=how, n_rejected=n_det - len(xy), contrast=contrast,
-               sigma=sigma, agreement=False)
+               sigma=sigma, agreement=False, notes=notes)
     if refine and len(xy):
         from .refine import refine_positions
 

@@ -213,7 +213,7 @@ class AtomFinder:
         if len(xy) < 20:
             return True
         xy = (xy + [c0, r0]) / scale.factor
-        keep, _ = filter_columns(img, xy, period_px=scale.period_px, sigma=sigma)
+        keep, _, _ = filter_columns(img, xy, period_px=scale.period_px, sigma=sigma)
         return bool(np.mean(~keep) <= 0.2)
 
     def _detect(self, img: np.ndarray, scale: ModelScale, given: bool, sigma: float,
@@ -231,18 +231,19 @@ class AtomFinder:
         # columns must stand above the noise and above their surroundings (an empty cell centre,
         # a noise bump or a contamination ripple does not)
         n_det = len(xy)
-        contrast = None
+        contrast, notes = None, ()
         if len(xy) > 1:
             measured = scale.period_px if how != "none" else float("nan")
-            keep, contrast = filter_columns(img, xy, period_px=measured, regular=0.75 if how == "columns" else 0.6,
-                                            sigma=sigma)  # a period from the columns alone: stricter
+            keep, contrast, notes = filter_columns(img, xy, period_px=measured, sigma=sigma,
+                                                   regular=0.75 if how == "columns" else 0.6)
+            # (a period from the columns alone: a stricter regularity)
             xy, conf, contrast = xy[keep], conf[keep], contrast[keep]
         n_rejected = n_det - len(xy)
         if max_rejected is not None and n_rejected > max_rejected * max(n_det, 1):
             return None
         meta = {"finder": "unet", "scale": scale.to_dict(), "threshold": self.threshold}
         quality = assess(img, xy, period_px=scale.period_px, period_method=how, n_rejected=n_rejected,
-                         contrast=contrast, sigma=sigma)
+                         contrast=contrast, sigma=sigma, notes=notes)
         unconfirmed = not quality.agreement >= MIN_AGREEMENT
         irregular = not quality.neighbour_fraction >= 0.7
         if len(xy) and not quality.ok and (how == "none" or (unconfirmed and (

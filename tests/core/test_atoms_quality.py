@@ -207,3 +207,44 @@ def test_memo_does_not_outlive_a_call():
         warnings.simplefilter("ignore")
         second = find_atoms(buf)
     assert len(first) > 200 and len(second) == 0
+
+
+def _square_with_centres(weight_centre: float, seed: int):
+    a = 12.0
+    g = np.arange(-2, 26) * a + 5.3
+    xx, yy = np.meshgrid(g, g)
+    corners = np.stack([xx.ravel(), yy.ravel()], 1)
+    centres = corners + a / 2
+    xy = np.vstack([corners, centres])
+    w = np.r_[np.ones(len(corners)), np.full(len(centres), weight_centre)]
+    lam = dots_image(xy, w, (288, 288), 1.5) * 8.0 + 2.0
+    img = np.random.default_rng(seed).poisson(lam).astype(float)
+    inside = lambda p: p[(p.min(1) > 12) & (p.max(1) < 276)]  # noqa: E731
+    return img, inside(corners), inside(centres)
+
+
+def test_faint_sublattice_is_judged_at_its_sites_not_at_the_noise_maxima():
+    from scipy.spatial import cKDTree
+
+    from atomsmith.atoms.quality import (
+        column_contrast,
+        local_maxima,
+        smoothed,
+        sublattice_significance,
+    )
+
+    nn = 12.0 / np.sqrt(2)  # corners and centres together
+    # real faint columns at the cell centres (a tenth of the bright ones, ~1 sigma each):
+    # significant as a group
+    img, corners, centres = _square_with_centres(0.1, seed=0)
+    sigma = noise_sigma(img)
+    assert sublattice_significance(img, corners, centres, nn, sigma) >= 3.0
+    # empty cell centres, "detected" on the highest noise pixel near each: the contrast at
+    # those detections is positive (the selection bias), at the lattice's sites it is not
+    img, corners, centres = _square_with_centres(0.0, seed=1)
+    sigma = noise_sigma(img)
+    maxima = local_maxima(smoothed(img, 1.0), 1)
+    d, j = cKDTree(maxima).query(centres)
+    biased = np.where((d < 3.0)[:, None], maxima[j], centres)
+    assert np.median(column_contrast(img, biased, nn, sigma=sigma)[1]) > 0
+    assert sublattice_significance(img, corners, biased, nn, sigma) < 1.0
