@@ -12,7 +12,7 @@ def test_overlay_rings_each_column_in_its_class_colour():
     # a ring pixel of each column, the centre left grey
     assert tuple(rgb[30, 24]) == CLASS_COLOURS[0] and tuple(rgb[11, 64]) == CLASS_COLOURS[1]
     assert tuple(rgb[30, 20]) == (0, 0, 0)
-    assert class_colour_hex(1) == "#%02x%02x%02x" % CLASS_COLOURS[1]
+    assert class_colour_hex(1) == "#{:02x}{:02x}{:02x}".format(*CLASS_COLOURS[1])
 
 
 def test_overlay_refuses_mismatched_labels():
