@@ -223,7 +223,10 @@ class ActiveLearner:
 
         Raises:
             ExperimentInterrupted: on any error (instrument fault, criterion error, ...), after
-                blanking; the measurements so far are stored and attached.
+                blanking; the measurements so far are stored and attached (a spectrum whose
+                criterion raised is stored with value NaN and scored again on resume).
+            BeamSafetyError: the beam could not be confirmed blanked at the end (an alarm; its
+                ``result`` holds the stored measurements).
         """
         t0 = time.perf_counter()
         learning = None
@@ -235,7 +238,7 @@ class ActiveLearner:
                 else:
                     self.survey()
             done = self.log.read()
-            initial = (np.array([m.index for m in done], int), np.array([m.value for m in done], float))
+            initial = (np.array([m.index for m in done], int), self._scores(done))
             xy = self.candidates_xy_nm
 
             def measure(i: int) -> float:
@@ -243,7 +246,14 @@ class ActiveLearner:
                     raise _BudgetSpent
                 p = (float(xy[i, 0]), float(xy[i, 1]))
                 spec = self.instrument.acquire_spectrum(p, self.exposure_ms)
-                v = evaluate(self.criterion, spec)
+                try:
+                    v = evaluate(self.criterion, spec)
+                except Exception:
+                    # the spectrum cost dose: stored (value NaN) before the error ends the run;
+                    # a resumed run scores it again with the criterion it is given
+                    self.log.append(index=i, xy_nm=p, value=float("nan"), time_s=spec.time_s,
+                                    exposure_ms=spec.exposure_ms, energy_eV=spec.energy_eV, counts=spec.counts)
+                    raise
                 self.log.append(index=i, xy_nm=p, value=v, time_s=spec.time_s, exposure_ms=spec.exposure_ms,
                                 energy_eV=spec.energy_eV, counts=spec.counts)
                 return v
@@ -275,11 +285,34 @@ class ActiveLearner:
         return ExperimentResult(measurements=self.log.read(), candidates_xy_nm=self.candidates_xy_nm,
                                 survey_image=self.survey_image, stop_reason=reason, learning=learning)
 
+    def _scores(self, done: list[Measurement]) -> np.ndarray:
+        """The stored values, with those whose criterion failed scored again from their stored
+        spectra (no beam); one that still fails stops the run before any beam action."""
+        from ..instrument.protocol import Spectrum
+
+        values = np.array([m.value for m in done], float)
+        for k, m in enumerate(done):
+            if np.isfinite(m.value):
+                continue
+            energy, counts = self.log.spectrum(m.number)
+            spec = Spectrum(energy_eV=energy, counts=counts, xy_nm=m.xy_nm, exposure_ms=m.exposure_ms,
+                            time_s=m.time_s)
+            try:
+                values[k] = evaluate(self.criterion, spec)
+            except Exception as exc:
+                raise RuntimeError(f"the criterion fails on stored spectrum {m.number} "
+                                   f"({type(exc).__name__}: {exc}); fix it before resuming") from exc
+        return values
+
     def _blank(self) -> None:
+        """The beam off, confirmed (retried); a failure is an alarm: :class:`BeamSafetyError`
+        with the stored measurements as its ``result`` (raised over any other error)."""
+        from ..instrument.safety import BeamSafetyError, blank_or_raise
+
         try:
-            self.instrument.blank()
-        except Exception:  # noqa: BLE001  (best effort; the original error matters)
-            pass
+            blank_or_raise(self.instrument)
+        except BeamSafetyError as alarm:
+            raise BeamSafetyError(str(alarm), self.log.read()) from alarm
 
     @classmethod
     def resume(cls, log_dir: str | Path, instrument: Instrument, criterion: Callable[[Spectrum], float],

@@ -88,6 +88,20 @@ class Instrument(Protocol):
 
     Positions are in nm in the instrument frame; ``fov_nm`` is the side of a square scan.
     Implementations refuse positions outside their field with :class:`OutOfFieldError`.
+
+    Beam safety (the contract every implementation keeps; :mod:`atomsmith.instrument.safety`):
+
+    - every beam action (scan, sub-scan, park, exposure) ends with the beam blanked unless the
+      caller asks to keep it on (``keep_beam_on=True`` where an implementation offers it);
+    - ``blank()`` is thread-safe and may be called from any thread (the UI's Stop) at any time;
+    - ``abort_event`` (a ``threading.Event``, optional): any thread may set it; a park runs in
+      pieces of at most ``safety.PARK_CHUNK_MS`` and stops, blanked, when it is set;
+    - ``beam_blanked`` (bool, optional): whether the beam is off now, read back after a blank;
+    - ``beam_on_s`` (float, optional): cumulative beam-on time the instrument delivered, seconds:
+      the dose ledger counts this, not the time that was asked for.
+    Callers end every loop with :func:`atomsmith.instrument.safety.blank_or_raise`, which retries
+    and raises :class:`~atomsmith.instrument.safety.BeamSafetyError` when the beam cannot be
+    confirmed off.
     """
 
     def scan(self, shape_px: tuple[int, int], fov_nm: float, dwell_us: float) -> ScanFrame:
@@ -99,8 +113,9 @@ class Instrument(Protocol):
         """Scan a square of side ``fov_nm`` centred at ``center_nm``."""
         ...
 
-    def park_probe(self, xy_nm: tuple[float, float], dwell_ms: float) -> None:
-        """Put the probe at ``xy_nm`` for ``dwell_ms`` milliseconds, then leave it parked."""
+    def park_probe(self, xy_nm: tuple[float, float], dwell_ms: float) -> float | None:
+        """Put the probe at ``xy_nm`` for ``dwell_ms`` milliseconds (in pieces that stop on the
+        abort event), then blank; returns the milliseconds the beam was on (None: not known)."""
         ...
 
     def acquire_spectrum(self, xy_nm: tuple[float, float], exposure_ms: float) -> Spectrum:
@@ -112,7 +127,7 @@ class Instrument(Protocol):
         ...
 
     def blank(self) -> None:
-        """Take the beam off the sample; always safe to call."""
+        """Take the beam off the sample; always safe to call, from any thread; raises when it cannot."""
         ...
 
     @property

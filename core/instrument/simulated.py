@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..simulate.probe import Probe
 from ..simulate.scattering import Detector
 from ..simulate.structure import Structure
 from .protocol import OutOfFieldError, ScanFrame, Spectrum
+from .safety import PARK_CHUNK_MS
 
 _E_CHARGE = 1.602176634e-19
 BARN_A2 = 1e-8  # 1 barn = 1e-28 m^2 = 1e-8 A^2
@@ -89,6 +91,11 @@ class SimulatedInstrument:
         self.rng = np.random.default_rng(seed)
         self.time_s = 0.0
         self.blanked = True
+        #: set by any thread to stop a park between its 20 ms pieces (the beam is then blanked)
+        self.abort_event = threading.Event()
+        #: cumulative time the beam was on the sample (scans, parks, exposures), instrument clock, s
+        self.beam_on_s = 0.0
+        self._lock = threading.RLock()
         self.probe_position_nm: tuple[float, float] | None = None
         self.events: list[BeamEvent] = []
         self.total_electrons = 0.0
@@ -104,6 +111,11 @@ class SimulatedInstrument:
     def electrons_per_us(self) -> float:
         """Electrons per microsecond at the current beam current."""
         return self.beam_current_pA * 1e-12 / _E_CHARGE * 1e-6
+
+    @property
+    def beam_blanked(self) -> bool:
+        """Whether the beam is off the sample now."""
+        return bool(self.blanked)
 
     @property
     def dose_e_per_A2(self) -> np.ndarray:
@@ -139,11 +151,12 @@ class SimulatedInstrument:
         return self.subscan((self.field_nm[0] / 2, self.field_nm[1] / 2), shape_px, fov_nm, dwell_us)
 
     def subscan(self, center_nm, shape_px, fov_nm: float, dwell_us: float, *,
-                clip_to_field: bool = False) -> ScanFrame:
+                clip_to_field: bool = False, keep_beam_on: bool = False) -> ScanFrame:
         """Scan a square of side ``fov_nm`` centred at ``center_nm``; the square must lie in the field.
 
         With ``clip_to_field`` the frame may reach (or lie) outside the field, as a Swift scan may:
         the columns there are still imaged, but dose and beam events are counted inside the field only.
+        The beam is blanked when the frame ends unless ``keep_beam_on``.
         """
         if clip_to_field:
             c = np.asarray(center_nm, dtype=float)
@@ -180,28 +193,47 @@ class SimulatedInstrument:
                   & (pos[..., 1] >= 0) & (pos[..., 1] <= self.field_nm[1]))
         self._deposit(pos[inside], electrons_per_px)
         self.time_s += scan.frame_time_s((h, w))
+        self.beam_on_s += h * w * dwell_us * 1e-6
         self._beam_swaps_uniform(dose, origin, (w * px_nm, h * px_nm))
         self.probe_position_nm = tuple(origin + np.array([w - 1, h - 1]) * px_nm)
+        if not keep_beam_on:
+            self.blank()
         return ScanFrame(image=img.image, pixel_size_nm=px_nm, origin_nm=tuple(origin), time_s=start,
                          dwell_us=dwell_us, truth=img.truth,
                          metadata={"dose_e_per_A2": dose, "beam_current_pA": self.beam_current_pA})
 
-    def park_probe(self, xy_nm, dwell_ms: float) -> None:
-        """Park the probe at ``xy_nm`` for ``dwell_ms``: delivers dose and may trigger swaps."""
+    def park_probe(self, xy_nm, dwell_ms: float, *, keep_beam_on: bool = False) -> float:
+        """Park the probe at ``xy_nm`` for ``dwell_ms``: delivers dose and may trigger swaps.
+
+        The park runs in pieces of at most ``PARK_CHUNK_MS`` and stops early when
+        :attr:`abort_event` is set; the beam is blanked at the end unless ``keep_beam_on`` (and
+        always on an abort). Returns the milliseconds the beam was on.
+        """
         p = self._check_point(xy_nm)
         if not dwell_ms >= 0:
             raise ValueError(f"dwell_ms={dwell_ms} must be >= 0")
-        electrons = self.electrons_per_us * dwell_ms * 1e3
-        self.blanked = False
+        delivered = 0.0
+        with self._lock:
+            self.blanked = False
         self.probe_position_nm = (float(p[0]), float(p[1]))
+        while delivered < dwell_ms and not self.abort_event.is_set():
+            delivered = min(float(dwell_ms), delivered + PARK_CHUNK_MS)
+        if self.abort_event.is_set():
+            keep_beam_on = False
+        electrons = self.electrons_per_us * delivered * 1e3
         sample_xy = p - np.asarray(self.drift_nm_per_s) * self.time_s
         self._deposit(sample_xy, electrons)
         self._beam_swaps_point(sample_xy * 10.0, electrons)
-        self.time_s += dwell_ms * 1e-3
+        self.time_s += delivered * 1e-3
+        self.beam_on_s += delivered * 1e-3
+        if not keep_beam_on:
+            self.blank()
+        return delivered
 
     def blank(self) -> None:
-        """Blank the beam (no dose until the next acquisition)."""
-        self.blanked = True
+        """Blank the beam (no dose until the next acquisition); safe from any thread."""
+        with self._lock:
+            self.blanked = True
 
     def _expose(self, xy_nm, exposure_ms: float) -> tuple[np.ndarray, float, np.ndarray]:
         """Park for an exposure; returns (probe nm, electrons, probe position in the sample frame, A)."""

@@ -10,10 +10,13 @@ It stops when the dopant sits on the target, when the electron budget is spent, 
 is lost, after ``max_steps`` or when aborted.
 
 Safety: the dopant and target are checked against the instrument's field before any beam
-action (:class:`~atomsmith.instrument.OutOfFieldError`), every dwell is capped, the beam is
-blanked (``instrument.blank()``) on every way out, and every frame and action is passed to
-``on_step`` as it happens and kept in the result, also when an error ends the loop
-(:class:`ManipulationError` carries the partial result).
+action (:class:`~atomsmith.instrument.OutOfFieldError`), every dwell is capped, and on every way
+out the beam is blanked and the blank confirmed (:func:`~atomsmith.instrument.blank_or_raise`:
+retried, then :class:`~atomsmith.instrument.BeamSafetyError`, never a success with the beam
+possibly on). Every frame and action is passed to ``on_step`` as it happens and kept in the
+result, also when an error ends the loop (:class:`ManipulationError` carries the partial result;
+a failed park is recorded as a step with its frame and dopant position). Electrons are counted
+from the beam-on time the instrument reports (``beam_on_s``) where it reports one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..instrument.protocol import OutOfFieldError, ScanFrame
+from ..instrument.safety import BeamSafetyError, beam_on_s, blank_or_raise
 from .path import plan_path
 
 #: electrons per picoampere-microsecond
@@ -75,6 +79,8 @@ class ManipulationResult:
         electrons: electrons delivered by the loop.
         park_time_s: total time the probe was parked.
         target_nm: the target site (snapped to the lattice when found), nm.
+        beam_safe: the beam was confirmed blanked at the end (False only inside a
+            :class:`~atomsmith.instrument.BeamSafetyError`).
     """
 
     success: bool
@@ -86,12 +92,14 @@ class ManipulationResult:
     park_time_s: float
     target_nm: tuple[float, float]
     metadata: dict = field(default_factory=dict)
+    beam_safe: bool = True
 
     def to_dict(self) -> dict:
         """Fields as a dict (steps as dicts)."""
         return {"success": self.success, "reason": self.reason, "steps": [s.to_dict() for s in self.steps],
                 "dopant_path_nm": self.dopant_path_nm, "n_hops": self.n_hops, "electrons": self.electrons,
-                "park_time_s": self.park_time_s, "target_nm": self.target_nm, "metadata": self.metadata}
+                "park_time_s": self.park_time_s, "target_nm": self.target_nm, "metadata": self.metadata,
+                "beam_safe": self.beam_safe}
 
 
 class ManipulationError(RuntimeError):
@@ -190,15 +198,27 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
     e_per_us = current * _E_PER_PA_US
     steps: list[ManipulationStep] = []
     path_nm: list[np.ndarray] = []
-    state = {"electrons": 0.0, "park_s": 0.0, "hops": 0}
+    state = {"electrons": 0.0, "requested": 0.0, "park_s": 0.0, "hops": 0}
     target_site = tgt.copy()
+    on_s0 = beam_on_s(instrument)
 
-    def result(success: bool, reason: str) -> ManipulationResult:
+    def count(requested_electrons: float) -> None:
+        """Add an action's electrons: the instrument's beam-on time where it reports one."""
+        state["requested"] += requested_electrons
+        on_s = beam_on_s(instrument)
+        state["electrons"] = (state["requested"] if on_s is None or on_s0 is None
+                              else (on_s - on_s0) * 1e6 * e_per_us)
+
+    def result(success: bool, reason: str, beam_safe: bool = True) -> ManipulationResult:
+        count(0.0)  # what the instrument delivered, also in an action that then failed
         return ManipulationResult(success, reason, tuple(steps), np.array(path_nm).reshape(-1, 2),
                                   state["hops"], state["electrons"], state["park_s"],
                                   (float(target_site[0]), float(target_site[1])),
                                   {"beam_current_pA": current, "spacing_nm": spacing_nm,
-                                   "dwell_ms": dwell_ms, "max_dwell_ms": max_dwell_ms})
+                                   "dwell_ms": dwell_ms, "max_dwell_ms": max_dwell_ms,
+                                   "electrons_requested": state["requested"],
+                                   "electrons_from": "requested" if on_s0 is None else "instrument beam-on time"},
+                                  beam_safe)
 
     def record(step: ManipulationStep) -> None:
         steps.append(step)
@@ -213,7 +233,9 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
     last = dop.copy()
     planned: np.ndarray | None = None  # where the dopant should be after the last park
     lost_once = False
-    try:
+
+    def run() -> ManipulationResult:
+        nonlocal dwell, last, planned, lost_once, target_site
         for index in range(int(max_steps)):
             if _aborted(abort):
                 return result(False, "aborted")
@@ -222,7 +244,7 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
             fov = float(max(np.abs(last - tgt).max() + 2.0 * margin_nm, 4.0 * spacing_nm))
             n_px = int(np.ceil(fov / pixel_size_nm))
             frame = instrument.subscan((float(centre[0]), float(centre[1])), (n_px, n_px), fov, scan_dwell_us)
-            state["electrons"] += n_px * n_px * scan_dwell_us * e_per_us
+            count(n_px * n_px * scan_dwell_us * e_per_us)
             table = find_atoms(frame.image, pixel_size_nm=frame.pixel_size_nm, model=model)
             sites = frame.pixel_to_nm(table.xy)
             k = find_dopant(sites, table.intensity, last, 2.5 * spacing_nm)
@@ -268,22 +290,51 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
                 record(ManipulationStep(index, frame, tuple(map(float, here)), hopped, nan2, 0.0,
                                         state["electrons"], note))
                 return result(False, "aborted")
-            instrument.park_probe((float(nxt[0]), float(nxt[1])), dwell)
-            state["electrons"] += dwell * 1e3 * e_per_us
-            state["park_s"] += dwell * 1e-3
+            try:
+                got = instrument.park_probe((float(nxt[0]), float(nxt[1])), dwell)
+            except Exception as exc:
+                # the frame and the dopant position of this step cost dose: kept with the failure
+                # (the electrons: as asked, unless the instrument reports its beam-on time)
+                count(dwell * 1e3 * e_per_us)
+                record(ManipulationStep(index, frame, tuple(map(float, here)), hopped, tuple(map(float, nxt)),
+                                        float("nan"), state["electrons"],
+                                        f"{note}; park failed: {type(exc).__name__}: {exc}"))
+                raise
+            parked = float(got) if isinstance(got, int | float) and np.isfinite(got) else dwell
+            count(parked * 1e3 * e_per_us)
+            state["park_s"] += parked * 1e-3
             planned = nxt
+            if parked < dwell - 1e-9:  # the instrument stopped the park (its abort event)
+                record(ManipulationStep(index, frame, tuple(map(float, here)), hopped, tuple(map(float, nxt)),
+                                        parked, state["electrons"], f"{note}; park stopped after {parked:.0f} ms"))
+                return result(False, "aborted")
             record(ManipulationStep(index, frame, tuple(map(float, here)), hopped, tuple(map(float, nxt)),
                                     dwell, state["electrons"], f"{note}; parked {dwell:.0f} ms on the next site"))
         return result(False, "max steps")
-    except OutOfFieldError:
-        if steps:
-            raise ManipulationError("a position left the field", result(False, "error: out of field")) from None
-        raise
-    except Exception as exc:
-        raise ManipulationError(f"manipulation stopped: {type(exc).__name__}: {exc}",
-                                result(False, f"error: {type(exc).__name__}: {exc}")) from exc
-    finally:
+
+    outcome: ManipulationResult | None = None
+    error: BaseException | None = None
+    try:
+        outcome = run()
+    except OutOfFieldError as exc:
+        error = (ManipulationError("a position left the field", result(False, "error: out of field"))
+                 if steps else exc)
+    except Exception as exc:  # noqa: BLE001  (reported with every step so far)
+        error = ManipulationError(f"manipulation stopped: {type(exc).__name__}: {exc}",
+                                  result(False, f"error: {type(exc).__name__}: {exc}"))
+        error.__cause__ = exc
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: the beam off first, then on its way
         try:
-            instrument.blank()
-        except Exception:  # noqa: BLE001  (blanking is best effort; the original error matters)
-            pass
+            blank_or_raise(instrument)
+        except BeamSafetyError as alarm:
+            raise BeamSafetyError(str(alarm), result(False, "beam not blanked", beam_safe=False)) from exc
+        raise
+    # the beam off, confirmed, on every way out; else an alarm, never a success
+    try:
+        blank_or_raise(instrument)
+    except BeamSafetyError as alarm:
+        unsafe = result(False, "beam not blanked", beam_safe=False)
+        raise BeamSafetyError(str(alarm), unsafe) from (error or alarm)
+    if error is not None:
+        raise error
+    return outcome

@@ -31,12 +31,14 @@ non-negative, as on the twin.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import typing
 
 import numpy as np
 
 from atomsmith.instrument.protocol import OutOfFieldError, ScanFrame, Spectrum
+from atomsmith.instrument.safety import PARK_CHUNK_MS
 
 _E_CHARGE = 1.602176634e-19
 TWIN_SCAN_ID = "atomsmith_twin_scan"
@@ -116,6 +118,11 @@ class NionInstrument:
         self._dose = np.zeros((ny, nx))  # electrons per cell
         self.total_electrons = 0.0
         self._t0 = time.perf_counter()
+        #: set by any thread (the UI's Stop) to end a park between its 20 ms pieces
+        self.abort_event = threading.Event()
+        self._beam_lock = threading.RLock()
+        self._on_since: float | None = None  # perf_counter when this instrument unblanked
+        self._beam_on_s = 0.0
 
     @classmethod
     def from_registry(cls, *, scan_id: str = TWIN_SCAN_ID, stem_id: str | None = None,
@@ -153,6 +160,21 @@ class NionInstrument:
     def blanked(self) -> bool:
         ok, v = self.stem.TryGetVal("C_Blank")
         return bool(ok and v is not None and v > 0.5)
+
+    @property
+    def beam_blanked(self) -> bool:
+        """Whether Swift's STEM controller reports the beam blanked (``C_Blank``)."""
+        return self.blanked
+
+    @property
+    def beam_on_s(self) -> float:
+        """Cumulative time this instrument had the beam unblanked, in instrument seconds (wall
+        time / ``time_scale``): from each unblank to the blank that follows."""
+        with self._beam_lock:
+            on = self._beam_on_s
+            if self._on_since is not None:
+                on += time.perf_counter() - self._on_since
+        return on / self.time_scale if self.time_scale > 0 else on
 
     def _deposit_point(self, xy_nm: np.ndarray, electrons: float) -> None:
         ny, nx = self._dose.shape
@@ -203,16 +225,35 @@ class NionInstrument:
 
     # ----------------------------------------------------------------- safety
     def blank(self) -> None:
-        """Beam off the sample (``C_Blank`` = 1) and any running scan stopped (probe parked)."""
+        """Beam off the sample (``C_Blank`` = 1) and any running scan stopped (probe parked).
+
+        Thread-safe: the UI's Stop calls it while a worker parks. Raises when the controller
+        does not confirm the blank (a failed blank is an alarm, never a success)."""
         try:
-            self.stem.SetValWait("C_Blank", 1.0, 200)
+            self._blank_beam()
         finally:
             if self.scan_device.is_playing:
                 self.scan_device.abort_playing(sync_timeout=5.0)
 
+    def _blank_beam(self) -> float:
+        """Blank; returns the wall seconds the beam had been on since the unblank (0: it was off)."""
+        closed = 0.0
+        with self._beam_lock:
+            ok = self.stem.SetValWait("C_Blank", 1.0, 200)
+            if self._on_since is not None and (ok or self.blanked):
+                closed = time.perf_counter() - self._on_since
+                self._beam_on_s += closed
+                self._on_since = None
+        if not ok and not self.blanked:
+            raise RuntimeError("the STEM controller did not confirm C_Blank = 1")
+        return closed
+
     def _unblank(self) -> None:
-        if not self.stem.SetValWait("C_Blank", 0.0, 200):
-            raise RuntimeError("the STEM controller refused C_Blank = 0")
+        with self._beam_lock:
+            if not self.stem.SetValWait("C_Blank", 0.0, 200):
+                raise RuntimeError("the STEM controller refused C_Blank = 0")
+            if self._on_since is None:
+                self._on_since = time.perf_counter()
 
     @contextlib.contextmanager
     def beam_action(self) -> typing.Iterator[None]:
@@ -274,7 +315,11 @@ class NionInstrument:
                     finally:
                         self.scan_device.abort_playing(sync_timeout=5.0)
             finally:
-                self.stem.SetValWait("C_Blank", 1.0, 200)
+                wall_on = self._blank_beam()
+            # a frame counts its nominal frame time as beam-on time: the wall time around
+            # record_immediate also holds the device's set-up and, on the twin, the rendering
+            with self._beam_lock:
+                self._beam_on_s += h * w * float(dwell_us) * 1e-6 * self.time_scale - wall_on
             xd = xds[0] if xds else None
             if xd is None:
                 raise RuntimeError("the scan device returned no frame")
@@ -299,8 +344,12 @@ class NionInstrument:
                 f"{edge[0] + size[0]:.3f}], y in [{edge[1]:.3f}, {edge[1] + size[1]:.3f}] nm (scan there first)")
         return float(frac[1]), float(frac[0])
 
-    def park_probe(self, xy_nm: typing.Any, dwell_ms: float) -> None:
-        """Probe at ``xy_nm`` with the beam on for ``dwell_ms``, then blanked (probe stays parked there)."""
+    def park_probe(self, xy_nm: typing.Any, dwell_ms: float) -> float:
+        """Probe at ``xy_nm`` with the beam on for ``dwell_ms``, then blanked (probe stays parked there).
+
+        The dwell runs in pieces of at most ``PARK_CHUNK_MS`` (instrument time); between them
+        :attr:`abort_event` is looked at, and when it is set the beam is blanked at once.
+        Returns the milliseconds the beam was on (measured); the dose counts those."""
         from nion.utils import Geometry
 
         p = self._check(xy_nm, "xy_nm")
@@ -310,13 +359,23 @@ class NionInstrument:
         with self.beam_action():
             if self.scan_device.is_playing:
                 self.blank()
+            if self.abort_event.is_set():
+                return 0.0
             self.scan_device.probe_position = Geometry.FloatPoint(y=fy, x=fx)
+            on0 = self.beam_on_s
             self._unblank()
             try:
-                time.sleep(dwell_ms * 1e-3 * self.time_scale)
+                t_end = time.perf_counter() + dwell_ms * 1e-3 * self.time_scale
+                while not self.abort_event.is_set():
+                    left = t_end - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self.abort_event.wait(min(left, PARK_CHUNK_MS * 1e-3 * self.time_scale))
             finally:
-                self.stem.SetValWait("C_Blank", 1.0, 200)
-            self._deposit_point(p, self.electrons_per_us * dwell_ms * 1e3)
+                self._blank_beam()
+            on_ms = (self.beam_on_s - on0) * 1e3
+            self._deposit_point(p, self.electrons_per_us * on_ms * 1e3)
+            return on_ms
 
     def _parked_camera_frame(self, camera_id: str | None, what: str, xy_nm: typing.Any,
                              exposure_ms: float) -> tuple[typing.Any, np.ndarray, float]:
@@ -339,18 +398,21 @@ class NionInstrument:
             fp = cam.get_current_frame_parameters()
             fp.exposure_ms = float(exposure_ms)  # (Swift clears "sum_project" in view mode: summed by the caller)
             cam.set_current_frame_parameters(fp)
-            self._unblank()
-            t_on = time.perf_counter()
+            # the camera is armed (playing) with the beam off, so its start-up is dark; the beam
+            # goes on for the next frame to start (and the rest of the one running) and off as soon
+            # as that frame is read: beam on ~1-2 exposures (a frame begun in the dark may not be
+            # read: a camera renders or integrates from its start)
+            cam.start_playing(sync_timeout=5.0)
             try:
-                cam.start_playing(sync_timeout=5.0)
+                on0 = self.beam_on_s
+                self._unblank()
                 try:
-                    xd = cam.grab_next_to_finish(timeout=max(10.0, 5 * exposure_ms * 1e-3))[0]
+                    xd = cam.grab_next_to_start(timeout=max(10.0, 5 * exposure_ms * 1e-3))[0]
                 finally:
-                    cam.abort_playing(sync_timeout=5.0)
+                    self._blank_beam()
             finally:
-                self.stem.SetValWait("C_Blank", 1.0, 200)
-            on_us = (time.perf_counter() - t_on) * 1e6  # the beam was on while the camera ran
-            beam_us = on_us / self.time_scale if self.time_scale > 0 else exposure_ms * 1e3
+                cam.abort_playing(sync_timeout=5.0)
+            beam_us = (self.beam_on_s - on0) * 1e6  # the beam-on time measured, not the exposure asked
             self._deposit_point(p, self.electrons_per_us * beam_us)
         if xd is None:
             raise RuntimeError(f"the {what} camera '{camera_id}' returned no frame")

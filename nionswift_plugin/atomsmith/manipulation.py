@@ -62,6 +62,7 @@ class MoveDopant(_MenuItem):
         #: passed to NionInstrument.for_data_item (e.g. field_nm, beam_current_pA)
         self.instrument_kwargs: dict[str, typing.Any] = {}
         self.abort = threading.Event()
+        self.instrument: typing.Any = None  # the running run's instrument (Stop blanks it at once)
         self.thread: threading.Thread | None = None
         self.result: typing.Any = None
         self.error: str | None = None
@@ -78,6 +79,7 @@ class MoveDopant(_MenuItem):
         di = self._target(window)
         dopant, target = _graphic_positions_nm(di)
         instrument = self._instrument(di)
+        self.instrument = instrument
         to_instrument = getattr(instrument, "calibrated_to_instrument_nm", None)
         if to_instrument is not None:  # Swift's scan coordinates -> the instrument's field
             dopant, target = to_instrument(dopant), to_instrument(target)
@@ -109,6 +111,7 @@ class MoveDopant(_MenuItem):
             window.queue_task(add)
 
         def work() -> None:
+            from atomsmith.instrument import BeamSafetyError
             from atomsmith.manipulate import ManipulationError, move_atom
 
             try:
@@ -117,6 +120,10 @@ class MoveDopant(_MenuItem):
                 r = self.result
                 notify("Move Dopant", f"{r.reason}: {r.n_hops} hops, {len(r.steps)} frames, "
                        f"{r.electrons:.2e} electrons, {r.park_time_s:.1f} s parked (beam blanked)")
+            except BeamSafetyError as exc:  # the alarm: the beam may still be on the sample
+                self.result, self.error = exc.result, f"BEAM NOT BLANKED: {exc}"
+                log.error("atomsmith: Move Dopant: %s", self.error)
+                notify("BEAM NOT BLANKED", f"{exc}")
             except ManipulationError as exc:
                 self.result, self.error = exc.result, str(exc)
                 log.exception("atomsmith: Move Dopant stopped")
@@ -132,6 +139,22 @@ class MoveDopant(_MenuItem):
         self.thread = threading.Thread(target=work, name="atomsmith manipulation", daemon=True)
         self.thread.start()
 
+    def stop(self) -> None:
+        """Stop now (any thread, the UI's included): the loop's abort and the instrument's abort
+        event are set and the beam is blanked at once, not when the current park ends."""
+        self.abort.set()
+        ins = self.instrument
+        if ins is None:
+            return
+        event = getattr(ins, "abort_event", None)
+        if event is not None:
+            event.set()
+        try:
+            ins.blank()
+        except Exception as exc:  # noqa: BLE001  (the worker's own blank retries and raises the alarm)
+            log.error("atomsmith: Stop could not blank the beam: %s", exc)
+            notify("BEAM NOT BLANKED", f"Stop could not blank the beam: {exc}")
+
 
 class StopManipulation(_StopItem):
     """Abort the running manipulation (the beam is blanked; the frames so far are kept)."""
@@ -139,5 +162,5 @@ class StopManipulation(_StopItem):
     menu_item_name = "Stop Manipulation"
 
     def __init__(self, api: typing.Any, mover: MoveDopant) -> None:
-        super().__init__(api, mover.abort.set)
+        super().__init__(api, mover.stop)
         self.mover = mover

@@ -201,7 +201,7 @@ class TwinScanDataGenerator:
                 return 0.0
             self._read_beam_current()
             try:
-                self.twin.park_probe((float(at[0]), float(at[1])), dt_ms)
+                self.twin.park_probe((float(at[0]), float(at[1])), dt_ms, keep_beam_on=True)
             except OutOfFieldError:  # the beam is off the twin's field: no dose counted
                 return 0.0
             self.parked_ms += dt_ms
@@ -234,7 +234,7 @@ class TwinScanDataGenerator:
                 self._read_beam_current()
                 centre = self.swift_to_twin_nm((float(c.x), float(c.y)))
                 frame = self.twin.subscan((float(centre[0]), float(centre[1])), (h, w), px_nm * max(h, w), dwell_us,
-                                          clip_to_field=True)
+                                          clip_to_field=True, keep_beam_on=True)
                 img = np.asarray(frame.image, np.float32)
                 self.twin.blanked = True  # the scan is over; a park or the next scan turns it on
             self.last_render_s = time.perf_counter() - t0

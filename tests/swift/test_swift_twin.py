@@ -433,3 +433,48 @@ def test_live_atom_finding_follows_the_twins_live_scan(twin_swift, tmp_path, mon
         assert 0.95 * inside <= n <= 1.05 * inside
     finally:
         ext.close()
+
+
+def test_stop_blanks_a_long_park_at_once(twin_swift):
+    """Stop during a 5 s park through NionInstrument over the twin's Swift devices: the beam is
+    blanked by the Stop itself (from another thread) and the park returns within a 20 ms piece."""
+    import threading
+
+    ctx = twin_swift(seed=3)
+    ins = ctx.handles.nion_instrument()
+    ins.scan((32, 32), 1.0, 2.0)  # the scan context the park must lie in
+    out = {}
+    worker = threading.Thread(target=lambda: out.setdefault("ms", ins.park_probe((3.0, 3.0), 5000.0)))
+    worker.start()
+    deadline = time.perf_counter() + 5.0
+    while ins.blanked and time.perf_counter() < deadline:
+        time.sleep(0.002)
+    assert not ins.blanked  # parked, beam on
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    ins.abort_event.set()
+    ins.blank()
+    to_blank = time.perf_counter() - t0
+    worker.join(5.0)
+    to_return = time.perf_counter() - t0
+    print(f"Stop -> beam blanked {to_blank * 1e3:.1f} ms; park returned after {to_return * 1e3:.1f} ms; "
+          f"beam on {out['ms']:.0f} ms of 5000")
+    assert ins.blanked and not worker.is_alive()
+    assert to_blank < 0.05 and to_return < 0.25  # (2-core CI: generous on the thread's return)
+    assert 150.0 < out["ms"] < 1000.0  # the dose counts what was delivered
+    assert ins.beam_on_s == pytest.approx(out["ms"] * 1e-3 + 32 * 32 * 2e-6, abs=0.05)
+
+
+def test_spectrum_beam_on_time_is_close_to_the_exposure(twin_swift):
+    """The camera is armed with the beam off; the beam is on for the grabbed frame only."""
+    ctx = twin_swift(seed=6, with_eels=True)
+    ins = ctx.handles.nion_instrument()
+    xy = (3.0, 3.0)
+    ins.subscan(xy, (32, 32), 1.0, 2.0)
+    ratios = []
+    for exposure_ms in (20.0, 100.0):
+        on0 = ins.beam_on_s
+        ins.acquire_spectrum(xy, exposure_ms)
+        ratios.append((ins.beam_on_s - on0) / (exposure_ms * 1e-3))
+    print("beam on / exposure on the twin's Swift camera:", [f"{r:.2f}" for r in ratios])
+    assert ins.blanked and all(0.9 < r < 2.5 for r in ratios)
