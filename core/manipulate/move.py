@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -149,7 +150,8 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
               dwell_ms: float = 3000.0, max_dwell_ms: float = 20000.0, dwell_growth: float = 1.5,
               max_electrons: float = 1e10, max_steps: int = 40, beam_current_pA: float | None = None,
               model="generic", abort=None, on_step: Callable[[ManipulationStep], None] | None = None,
-              progress: bool = False) -> ManipulationResult:
+              progress: bool = False, log: str | Path | None = None,
+              resume: str | Path | None = None) -> ManipulationResult:
     """Move the dopant at ``dopant_xy_nm`` to the lattice site at ``target_xy_nm`` with the beam.
 
     Args:
@@ -168,6 +170,11 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
         abort: a ``threading.Event`` (or a callable returning True) that stops the loop.
         on_step: called with every :class:`ManipulationStep` as it happens (record it there).
         progress: print one line per step.
+        log: a directory the run is written to as it goes (:mod:`.log`: every step's frame and
+            line, fsync'ed, then how it ended).
+        resume: the directory of an earlier run to continue: its steps come first in the result,
+            the electrons it spent count towards ``max_electrons``, the dopant starts from its
+            last position there, and the new steps are written to it (unless ``log`` is given).
 
     Returns:
         :class:`ManipulationResult` (``success`` False with a ``reason`` when it stopped early).
@@ -200,14 +207,42 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
     path_nm: list[np.ndarray] = []
     state = {"electrons": 0.0, "requested": 0.0, "park_s": 0.0, "hops": 0}
     target_site = tgt.copy()
+    first_index, spent = 0, 0.0
+    if resume is not None:
+        from .log import ManipulationLog
+
+        prior = ManipulationLog(resume).read_steps()
+        if not prior:
+            raise ValueError(f"resume={str(resume)!r}: no step was written there; nothing to resume")
+        for st in prior:
+            steps.append(ManipulationStep(st.index, st.frame, st.dopant_nm, st.hopped, st.park_nm, st.dwell_ms,
+                                          st.electrons, st.note))
+            if np.all(np.isfinite(st.dopant_nm)):
+                path_nm.append(np.asarray(st.dopant_nm, float))
+            state["hops"] += int(st.hopped)
+            if np.all(np.isfinite(st.park_nm)) and np.isfinite(st.dwell_ms):
+                state["park_s"] += st.dwell_ms * 1e-3
+        first_index, spent = prior[-1].index + 1, prior[-1].electrons
+        if path_nm:
+            dop = path_nm[-1].copy()  # the dopant's last position seen
+        log = resume if log is None else log
+    logbook = None
+    if log is not None:
+        from .log import ManipulationLog
+
+        logbook = ManipulationLog(log)
+        logbook.write_run({"target_xy_nm": [float(v) for v in tgt], "dopant_xy_nm": [float(v) for v in dop],
+                           "spacing_nm": spacing_nm, "pixel_size_nm": pixel_size_nm, "dwell_ms": dwell_ms,
+                           "max_dwell_ms": max_dwell_ms, "max_electrons": max_electrons})
     on_s0 = beam_on_s(instrument)
 
     def count(requested_electrons: float) -> None:
-        """Add an action's electrons: the instrument's beam-on time where it reports one."""
+        """Add an action's electrons: the instrument's beam-on time where it reports one (a
+        resumed run starts from what the earlier one spent)."""
         state["requested"] += requested_electrons
         on_s = beam_on_s(instrument)
-        state["electrons"] = (state["requested"] if on_s is None or on_s0 is None
-                              else (on_s - on_s0) * 1e6 * e_per_us)
+        state["electrons"] = spent + (state["requested"] if on_s is None or on_s0 is None
+                                      else (on_s - on_s0) * 1e6 * e_per_us)
 
     def result(success: bool, reason: str, beam_safe: bool = True) -> ManipulationResult:
         count(0.0)  # what the instrument delivered, also in an action that then failed
@@ -222,6 +257,8 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
 
     def record(step: ManipulationStep) -> None:
         steps.append(step)
+        if logbook is not None:
+            logbook.append(step)
         if progress:
             print(f"step {step.index}: {step.note} (dopant at {step.dopant_nm[0]:.3f}, "
                   f"{step.dopant_nm[1]:.3f} nm; {step.electrons:.3g} electrons)")
@@ -236,7 +273,7 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
 
     def run() -> ManipulationResult:
         nonlocal dwell, last, planned, lost_once, target_site
-        for index in range(int(max_steps)):
+        for index in range(first_index, first_index + int(max_steps)):
             if _aborted(abort):
                 return result(False, "aborted")
             # sub-scan around the dopant and the target (re-centred every step: follows drift)
@@ -334,7 +371,11 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
         blank_or_raise(instrument)
     except BeamSafetyError as alarm:
         unsafe = result(False, "beam not blanked", beam_safe=False)
+        if logbook is not None:
+            logbook.write_result(unsafe)
         raise BeamSafetyError(str(alarm), unsafe) from (error or alarm)
+    if logbook is not None:
+        logbook.write_result(outcome if error is None else getattr(error, "result", None) or result(False, "error"))
     if error is not None:
         raise error
     return outcome

@@ -115,9 +115,9 @@ class _SurveyInstrument:
         self._check()
         return self._inner.subscan(*args, **kwargs)
 
-    def park_probe(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+    def park_probe(self, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
         self._check()
-        self._inner.park_probe(*args, **kwargs)
+        return self._inner.park_probe(*args, **kwargs)
 
     def acquire_spectrum(self, xy_nm: typing.Any, exposure_ms: float) -> typing.Any:
         self._check()
@@ -129,6 +129,15 @@ class _SurveyInstrument:
 
     def blank(self) -> None:
         self._inner.blank()
+
+    @property
+    def beam_blanked(self) -> bool | None:
+        """The real instrument's read-back of the blank (None where it has none)."""
+        return getattr(self._inner, "beam_blanked", None)
+
+    @property
+    def beam_on_s(self) -> float | None:
+        return getattr(self._inner, "beam_on_s", None)
 
     @property
     def dose_e_per_A2(self) -> np.ndarray:
@@ -453,6 +462,8 @@ class AutomatedExperiment(_MenuItem):
         self.state = "running"
 
         def work() -> None:
+            from atomsmith.instrument import BeamSafetyError
+
             try:
                 if learner.features is None:
                     learner.survey()
@@ -467,6 +478,11 @@ class AutomatedExperiment(_MenuItem):
                 self.state = "finished"
                 notify("Automated Experiment", f"{len(res.measurements)} points ({res.stop_reason}); best "
                        f"{b.value:.3g} at ({b.xy_nm[0]:.3f}, {b.xy_nm[1]:.3f}) nm; beam blanked; log in {run_dir}")
+            except BeamSafetyError as exc:  # the alarm: the beam may still be on the sample
+                self.error, self.state = f"BEAM NOT BLANKED: {exc}", "failed"
+                self.measurements = list(exc.result or [])
+                log.error("atomsmith: Automated Experiment: %s", self.error)
+                notify("BEAM NOT BLANKED", f"{exc}; {len(self.measurements)} points kept in {run_dir}")
             except ExperimentInterrupted as exc:
                 self.measurements = list(exc.measurements)
                 if isinstance(exc.__cause__, ExperimentStopped):

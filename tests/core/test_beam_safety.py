@@ -167,3 +167,25 @@ def test_learner_keeps_a_spectrum_whose_criterion_raised_and_rescores_it_on_resu
     assert len(res.measurements) == 8 and len(set(res.indices.tolist())) == 8  # nothing repeated
     assert inst.beam_on_s == pytest.approx(beam_on + 5 * 0.010)  # five new spectra, no more
     assert inst.beam_blanked
+
+
+def test_move_atom_logs_as_it_goes_and_resumes_with_the_budget_spent(tmp_path):
+    from atomsmith.manipulate.log import ManipulationLog
+
+    ins, start, target = _task(seed=1, hops=3)
+    with pytest.raises(ManipulationError):
+        move_atom(Faulty(ins, "park_probe", 2, "before"), start, target, dwell_ms=500.0, log=tmp_path / "run")
+    written = ManipulationLog(tmp_path / "run").read_steps()
+    assert len(written) == 2 and "park failed" in written[-1].note
+    assert written[0].frame.image.shape == written[-1].frame.image.shape
+    spent = written[-1].electrons
+    before_on = ins.beam_on_s
+    res = move_atom(ins, start, target, dwell_ms=500.0, resume=tmp_path / "run")
+    assert [s.index for s in res.steps] == list(range(len(res.steps)))  # the numbering goes on
+    assert res.steps[1].note == written[1].note  # the earlier steps come first
+    new_e = (ins.beam_on_s - before_on) * 1e6 * ins.electrons_per_us
+    assert res.electrons == pytest.approx(spent + new_e, rel=0.01)
+    assert len(ManipulationLog(tmp_path / "run").read_steps()) == len(res.steps)
+    assert (tmp_path / "run" / "result.json").exists() and ins.beam_blanked
+    with pytest.raises(ValueError, match="nothing to resume"):
+        move_atom(ins, start, target, resume=tmp_path / "empty")
