@@ -29,35 +29,8 @@ import warnings
 import numpy as np
 
 from atomsmith.instrument import BeamSafetyError, SimulatedInstrument
+from atomsmith.instrument.faults import FaultyInstrument as Faulty
 from atomsmith.manipulate import ManipulationError, move_atom, plan_path
-
-
-class _Fault(RuntimeError):
-    pass
-
-
-class Faulty:
-    """The twin with the k-th call of ``method`` failing before or after it acts (k=None: every call)."""
-
-    def __init__(self, inner, method, k, when):
-        self.inner, self.method, self.k, self.when, self.calls = inner, method, k, when, 0
-
-    def __getattr__(self, name):
-        attr = getattr(self.inner, name)
-        if name != self.method:
-            return attr
-
-        def wrapped(*a, **kw):
-            self.calls += 1
-            hit = self.k is None or self.calls == self.k
-            if hit and self.when == "before":
-                raise _Fault(f"{name} #{self.calls}")
-            out = attr(*a, **kw)
-            if hit:
-                raise _Fault(f"{name} #{self.calls} (after)")
-            return out
-
-        return wrapped
 
 
 def _move_task():

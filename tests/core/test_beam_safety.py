@@ -7,36 +7,12 @@ import numpy as np
 import pytest
 
 from atomsmith.instrument import BeamSafetyError, SimulatedInstrument, blank_or_raise
+from atomsmith.instrument.faults import FaultyInstrument
 from atomsmith.manipulate import ManipulationError, move_atom, plan_path
 
 
-class InjectedFault(RuntimeError):
-    pass
-
-
-class Faulty:
-    """The twin, with the k-th call of one method failing before or after it acts
-    (``k=None``: every call)."""
-
-    def __init__(self, inner: SimulatedInstrument, method: str, k: int | None, when: str = "before"):
-        self.inner, self.method, self.k, self.when, self.calls = inner, method, k, when, 0
-
-    def __getattr__(self, name):
-        attr = getattr(self.inner, name)
-        if name != self.method:
-            return attr
-
-        def wrapped(*args, **kwargs):
-            self.calls += 1
-            hit = self.k is None or self.calls == self.k
-            if hit and self.when == "before":
-                raise InjectedFault(f"{name} failed (call {self.calls}, before acting)")
-            out = attr(*args, **kwargs)
-            if hit:
-                raise InjectedFault(f"{name} failed (call {self.calls}, after acting)")
-            return out
-
-        return wrapped
+def Faulty(inner, method, k, when="before"):  # noqa: N802  (reads as the class it returns)
+    return FaultyInstrument(inner, method, k, when)
 
 
 def _task(seed=0, hops=2):
@@ -153,7 +129,7 @@ def test_learner_keeps_a_spectrum_whose_criterion_raised_and_rescores_it_on_resu
 
     kw = dict(survey_shape_px=(32, 32), survey_fov_nm=2.9, candidates="pixels", patch_px=6, n_seed=4,
               exposure_ms=10.0, model="random", seed=0)
-    with pytest.raises(ExperimentInterrupted, match="criterion bug") as err:
+    with pytest.raises(ExperimentInterrupted, match="criterion bug"):
         ActiveLearner(inst, flaky, tmp_path / "run", budget=Budget(points=8), **kw).run()
     assert inst.beam_blanked
     stored = MeasurementLog(tmp_path / "run").read()
