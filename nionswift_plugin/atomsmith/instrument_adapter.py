@@ -132,9 +132,26 @@ class NionInstrument:
 
     @classmethod
     def for_data_item(cls, api: typing.Any, data_item: typing.Any, **kwargs: typing.Any) -> NionInstrument:
-        """The instrument that acquired ``data_item`` (a Facade DataItem from a scan device)."""
+        """The instrument that acquired ``data_item`` (a Facade DataItem from a scan device).
+
+        The scan device comes from the item's hardware-source metadata and the field from its
+        calibration (:func:`field_from_frame`: large enough for the frame wherever it lies
+        around the scan centre). Refused with a message naming what is missing: no
+        hardware-source metadata (an image from a file, a processed item), a calibration not in
+        length units, or a scan rotation (the beam actions work in unrotated scans).
+        """
         md = data_item.metadata or {}
-        scan_id = md.get("hardware_source", {}).get("hardware_source_id") or TWIN_SCAN_ID
+        title = getattr(data_item, "title", "the selected image")
+        scan_id = (md.get("hardware_source") or {}).get("hardware_source_id")
+        if not scan_id:
+            raise ValueError(f"'{title}' has no hardware-source metadata (metadata['hardware_source']"
+                             "['hardware_source_id']): select a frame acquired from the scan device, not an "
+                             "image from a file or a processed item")
+        rotation = float((md.get("scan") or {}).get("rotation", 0.0) or 0.0)
+        if abs(rotation) > 1e-6:
+            raise ValueError(f"'{title}' was scanned with a rotation of {np.rad2deg(rotation):.1f} degrees; the beam "
+                             "actions work in unrotated scans: set the scan rotation to 0 and acquire again")
+        kwargs.setdefault("field_nm", field_from_frame(data_item.xdata))
         return cls(scan_id, None, **kwargs)
 
     # ----------------------------------------------------------------- state and bookkeeping
@@ -437,6 +454,31 @@ class NionInstrument:
         if data.ndim != 2:
             raise RuntimeError(f"the ronchigram camera returned a {data.shape} frame, not a 2D pattern")
         return data
+
+
+_TO_NM = {"nm": 1.0, "Å": 0.1, "A": 0.1, "angstrom": 0.1, "pm": 1e-3, "um": 1e3, "µm": 1e3}
+
+
+def field_from_frame(xdata: typing.Any, *, minimum_nm: float = 6.0, margin: float = 0.1) -> tuple[float, float]:
+    """The instrument field (nm) for beam actions in a calibrated scan frame.
+
+    The instrument frame is centred on Swift's scan centre (0, 0); the field must hold the frame
+    wherever it lies: twice the frame's farthest edge from the centre on each axis, plus
+    ``margin`` of it, and at least ``minimum_nm``. Raises ValueError for a frame whose spatial
+    calibration is not a length (nm, Å, pm, µm).
+    """
+    cals = list(xdata.dimensional_calibrations)[-2:]
+    shape = xdata.data.shape[-2:]
+    half = []
+    for cal, n in zip(cals[::-1], shape[::-1], strict=True):  # x (columns), then y (rows)
+        unit = (cal.units or "").strip()
+        if unit not in _TO_NM:
+            raise ValueError(f"the frame's calibration is in {unit!r}, not a length: calibrate its axes in nm "
+                             "(Inspector > Calibrations) so that positions can be sent to the instrument")
+        lo = cal.offset * _TO_NM[unit]
+        hi = (cal.offset + cal.scale * n) * _TO_NM[unit]
+        half.append(max(abs(lo), abs(hi)))
+    return tuple(float(max(minimum_nm, 2.0 * h * (1.0 + margin))) for h in half)  # type: ignore[return-value]
 
 
 def find_eels_camera() -> str | None:

@@ -125,3 +125,36 @@ def test_stop_manipulation_aborts(swift):
     mover.menu_item_execute(win)
     _finish(dc, mover)
     assert mover.result.reason == "aborted" and ins.blanked and len(mover.recorded) == len(mover.result.steps)
+
+
+def test_an_image_without_hardware_source_metadata_is_refused_with_no_dose(swift):
+    dc, ext, api = swift
+    ins = SimulatedInstrument(seed=8)
+    win, _ = _setup(dc, api, ins, seed=8)  # a plain data item: no hardware-source metadata
+    dose_before = ins.dose_e_per_A2.sum()
+    mover = ext.handlers["move_dopant"]
+    mover.instrument_factory = None  # the default: the instrument named by the image
+    with pytest.raises(ValueError, match="no hardware-source metadata"):
+        mover.execute(win)  # (the menu reports it in a notification and never raises into Swift)
+    mover.menu_item_execute(win)
+    assert mover.thread is None or not mover.thread.is_alive()
+    assert ins.dose_e_per_A2.sum() == dose_before and mover.recorded == []
+
+
+def test_the_field_follows_the_frame_calibration():
+    from nionswift_plugin.atomsmith.instrument_adapter import field_from_frame
+
+    def frame(offset_x_nm, size_px, scale, units="nm"):
+        cal = [Calibration.Calibration(-size_px * scale / 2, scale, units),
+               Calibration.Calibration(offset_x_nm, scale, units)]
+        return DataAndMetadata.new_data_and_metadata(np.zeros((size_px, size_px), np.float32),
+                                                     dimensional_calibrations=cal)
+
+    # a 20 nm frame centred on the scan centre: a 22 nm field (not the old fixed 6 nm)
+    assert field_from_frame(frame(-10.0, 200, 0.1)) == pytest.approx((22.0, 22.0))
+    # a 2 nm frame 4 nm off centre: the field reaches it
+    fx, fy = field_from_frame(frame(4.0, 100, 0.02))
+    assert fx >= 2 * 6.0 and fy == pytest.approx(6.0)
+    assert field_from_frame(frame(-100.0, 200, 1.0, "Å")) == pytest.approx((22.0, 22.0))
+    with pytest.raises(ValueError, match="not a length"):
+        field_from_frame(frame(0.0, 10, 1.0, ""))
