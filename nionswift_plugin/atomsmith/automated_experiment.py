@@ -96,6 +96,20 @@ def survey_frame(xdata: typing.Any, to_instrument: typing.Callable[[typing.Any],
                      time_s=0.0, dwell_us=float(dwell), metadata={"source": "selected Swift data item"})
 
 
+def _remove_explore_points(data_item: typing.Any) -> int:
+    """Remove the measured-point graphics an earlier run drew on ``data_item``; returns how many."""
+    n = 0
+    for g in list(data_item.graphics):
+        try:
+            mine = g.get_property("graphic_id") == EXPLORE_GRAPHIC_ID
+        except Exception:  # noqa: BLE001  (a graphic without that property)
+            mine = False
+        if mine:
+            data_item.remove_region(g)
+            n += 1
+    return n
+
+
 class _SurveyInstrument:
     """The run's view of the instrument: ``scan`` returns the selected survey (no new exposure);
     every beam action first checks the stop flag; everything else goes to the real instrument."""
@@ -437,7 +451,9 @@ class AutomatedExperiment(_MenuItem):
 
             window.queue_task(add)
 
-        for m in stored:  # a resumed run shows what it has already
+        if stored:  # a resumed run shows what it has already: its points, once
+            _remove_explore_points(di)
+        for m in stored:
             on_value(m.xy_nm, float(m.value))
 
         def observed_criterion(spectrum: typing.Any) -> float:

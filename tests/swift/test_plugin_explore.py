@@ -246,6 +246,11 @@ def test_the_panel_runs_stops_and_resumes_an_experiment(explore):
     idx = [m.index for m in stored]
     assert len(stored) == 20 and idx[:n_stopped] == first and len(set(idx)) == 20
     assert runner.result.stop_reason == "points" and len(runner.point_graphics) == 20
+    # the survey shows each point once (the first run's points are not drawn again on top)
+    from nionswift_plugin.atomsmith.automated_experiment import EXPLORE_GRAPHIC_ID
+
+    drawn = [g for g in di.graphics if g.get_property("graphic_id") == EXPLORE_GRAPHIC_ID]
+    assert len(drawn) == 20
     assert view.status_label.text.startswith("finished: 20/20") and view.progress.value == 20
     assert "best" in view.status_label.text
     pm = runner.predicted_item.xdata
