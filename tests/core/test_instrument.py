@@ -90,7 +90,9 @@ def test_blank_and_probe_state():
     ins = SimulatedInstrument(field_nm=(3.0, 3.0))
     assert ins.blanked
     ins.park_probe((1.0, 1.0), 1.0)
-    assert not ins.blanked and ins.probe_position_nm == (1.0, 1.0)
+    assert ins.blanked and ins.probe_position_nm == (1.0, 1.0)  # blanked after the park, probe left there
+    ins.park_probe((1.0, 1.0), 1.0, keep_beam_on=True)
+    assert not ins.blanked
     ins.blank()
     assert ins.blanked
     with pytest.raises(ValueError, match="dwell_ms"):
