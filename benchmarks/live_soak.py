@@ -5,7 +5,7 @@ frames of 128^2 and ``--frames-512`` of 512^2 (defaults 1000 and 200) written in
 item each, the way a live scan completes frames (with its hardware-source frame index), as fast
 as the worker takes them (a new frame when the previous one was analysed: every frame counts);
 both live computations are attached to it. The frames come from a pool of 12 twin frames
-(graphene + Si, 20 pA, 3 nm field) with a fresh Poisson draw each time. Printed per size:
+(graphene + Si, 20 pA, 16 us dwell, 3 nm field) with a fresh Poisson draw each time. Printed per size:
 
 - frames analysed by each computation, and computation errors (target: none);
 - RSS of this process after the warm-up (the first 10 % of the frames) and at the end, and the
@@ -55,7 +55,7 @@ def pool_of(n: int, count: int = 12) -> list[tuple[np.ndarray, float]]:
     rng = np.random.default_rng(0)
     for _ in range(count):
         centre = tuple(float(v) for v in rng.uniform(2.6, 3.4, 2))
-        f = twin.subscan(centre, (n, n), 3.0, 4.0)
+        f = twin.subscan(centre, (n, n), 3.0, 16.0)
         out.append((np.asarray(f.image, np.float32), f.pixel_size_nm))
     return out
 
