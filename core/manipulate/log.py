@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +28,6 @@ def _fsync_append(path: Path, line: str) -> None:
 
 def _json_float(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
-
-
-@dataclass
-class LoggedStep:
-    """One step read back: its fields (as written) and its frame."""
-
-    index: int
-    frame: ScanFrame
-    dopant_nm: tuple[float, float]
-    hopped: bool
-    park_nm: tuple[float, float]
-    dwell_ms: float
-    electrons: float
-    note: str
 
 
 class ManipulationLog:
@@ -84,9 +69,12 @@ class ManipulationLog:
             "park_time_s": float(result.park_time_s), "n_hops": int(result.n_hops), "beam_safe": bool(result.beam_safe),
             "n_steps": len(result.steps)}, indent=1), encoding="utf-8")
 
-    def read_steps(self) -> list[LoggedStep]:
-        """The complete steps written so far (a half-written last line is skipped)."""
-        out: list[LoggedStep] = []
+    def read_steps(self) -> list:
+        """The complete :class:`~atomsmith.manipulate.ManipulationStep` s written so far (a
+        half-written last line is skipped)."""
+        from .move import ManipulationStep
+
+        out: list[ManipulationStep] = []
         if not self.steps_path.exists():
             return out
         for line in self.steps_path.read_text(encoding="utf-8").splitlines():
@@ -102,7 +90,7 @@ class ManipulationLog:
             def pair(v):
                 return tuple(float("nan") if x is None else float(x) for x in v)
 
-            out.append(LoggedStep(int(d["index"]), frame, pair(d["dopant_nm"]), bool(d["hopped"]), pair(d["park_nm"]),
+            out.append(ManipulationStep(int(d["index"]), frame, pair(d["dopant_nm"]), bool(d["hopped"]), pair(d["park_nm"]),
                                   float("nan") if d["dwell_ms"] is None else float(d["dwell_ms"]),
                                   float(d["electrons"]), str(d["note"])))
         return out

@@ -215,8 +215,7 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
         if not prior:
             raise ValueError(f"resume={str(resume)!r}: no step was written there; nothing to resume")
         for st in prior:
-            steps.append(ManipulationStep(st.index, st.frame, st.dopant_nm, st.hopped, st.park_nm, st.dwell_ms,
-                                          st.electrons, st.note))
+            steps.append(st)
             if np.all(np.isfinite(st.dopant_nm)):
                 path_nm.append(np.asarray(st.dopant_nm, float))
             state["hops"] += int(st.hopped)
