@@ -187,7 +187,7 @@ def _ring_offsets(radius: float, n: int = 16) -> np.ndarray:
 
 
 def column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, *, sigma: float | None = None,
-                    ring: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+                    ring: float = 0.4, search: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Contrast of each column over a ring around it, and its significance in noise sigmas.
 
     Args:
@@ -198,6 +198,9 @@ def column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, *, sigma: f
         sigma: pixel noise (default: :func:`noise_sigma`).
         ring: ring radius as a fraction of ``nn_px`` (0.4: the dip between columns; 0.25: the
             column's own flank, which a neighbour's tail does not lift much).
+        search: the column's value is the highest of its position and 4 points 0.15 nn away
+            (positions not yet refined); False: its position only (an unbiased reading at
+            positions not chosen by the image, e.g. lattice sites).
 
     Returns:
         (contrast (N,) in image units, z (N,) = contrast / its noise).
@@ -205,12 +208,12 @@ def column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, *, sigma: f
     xy = np.asarray(xy, float).reshape(-1, 2)
     if len(xy) == 0:
         return np.zeros(0), np.zeros(0)
-    return memoised(image, ("contrast", xy.tobytes(), float(nn_px), sigma, ring),
-                   lambda: _column_contrast(image, xy, nn_px, sigma, ring))
+    return memoised(image, ("contrast", xy.tobytes(), float(nn_px), sigma, ring, search),
+                   lambda: _column_contrast(image, xy, nn_px, sigma, ring, search))
 
 
 def _column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, sigma: float | None,
-                     ring: float) -> tuple[np.ndarray, np.ndarray]:
+                     ring: float, search: bool) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(image, dtype=np.float64)
     s = max(0.7, 0.15 * nn_px)
     sm = smoothed(image, s)
@@ -218,7 +221,7 @@ def _column_contrast(image: np.ndarray, xy: np.ndarray, nn_px: float, sigma: flo
     offsets = _ring_offsets(rho)
     # the column's own value: the highest of the centre and 4 points 0.15 nn away (the position
     # may be off by a little before refinement); then the ring: one interpolation for all points
-    near = np.vstack([np.zeros((1, 2)), _ring_offsets(0.15 * nn_px, 4)])
+    near = np.vstack([np.zeros((1, 2)), _ring_offsets(0.15 * nn_px, 4)]) if search else np.zeros((1, 2))
     pts = xy[None, :, :] + np.vstack([near, offsets])[:, None, :]  # (5 + 16, N, 2)
     vals = ndimage.map_coordinates(sm, [pts[..., 1].ravel(), pts[..., 0].ravel()], order=1,
                                    mode="nearest").reshape(len(pts), len(xy))
@@ -400,13 +403,7 @@ def sublattice_significance(image: np.ndarray, xy_kept: np.ndarray, xy_rest: np.
     pos = pos[d_r <= 0.4 * nn_px]  # detections far off any site are not the sublattice's
     if len(pos) < 10:
         return float("nan")
-    s = max(0.7, 0.15 * nn_px)
-    sm = smoothed(image, s)
-    ring = _ring_offsets(max(0.4 * nn_px, 1.5 * s))
-    pts = pos[None, :, :] + np.vstack([np.zeros((1, 2)), ring])[:, None, :]
-    vals = ndimage.map_coordinates(sm, [pts[..., 1].ravel(), pts[..., 0].ravel()], order=1,
-                                   mode="nearest").reshape(len(pts), len(pos))
-    z = (vals[0] - vals[1:].mean(axis=0)) / max(contrast_noise(sigma, nn_px), 1e-300)
+    z = column_contrast(image, pos, nn_px, sigma=sigma, search=False)[1]
     return float(np.mean(z) * np.sqrt(len(z)))
 
 
