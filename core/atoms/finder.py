@@ -291,7 +291,7 @@ class AtomFinder:
             return xy, conf, scale, how
         scale2 = ModelScale(float(factor), scale.period_px if how != "none" else float(MODEL_PERIOD_PX / factor),
                             "fft+columns" if how.startswith("fft") else "columns", scale.columns_nn_px)
-        prob2 = self._forward_tiled(normalize_image(resample(img, scale2.factor)))
+        prob2 = self._forward_tiled(_model_input(img, scale2.factor))
         xy2, conf2 = heatmap_to_xy(prob2, self.threshold)
         xy2 = xy2 / scale2.factor
         if len(xy2) < 6:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..instrument.protocol import OutOfFieldError, ScanFrame
 from ..instrument.safety import BeamSafetyError, beam_on_s, blank_or_raise
+from .log import ManipulationLog
 from .path import plan_path
 
 #: electrons per picoampere-microsecond
@@ -209,8 +210,6 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
     target_site = tgt.copy()
     first_index, spent = 0, 0.0
     if resume is not None:
-        from .log import ManipulationLog
-
         prior = ManipulationLog(resume).read_steps()
         if not prior:
             raise ValueError(f"resume={str(resume)!r}: no step was written there; nothing to resume")
@@ -225,11 +224,8 @@ def move_atom(instrument, dopant_xy_nm, target_xy_nm, *, spacing_nm: float = 0.1
         if path_nm:
             dop = path_nm[-1].copy()  # the dopant's last position seen
         log = resume if log is None else log
-    logbook = None
-    if log is not None:
-        from .log import ManipulationLog
-
-        logbook = ManipulationLog(log)
+    logbook = ManipulationLog(log) if log is not None else None
+    if logbook is not None:
         logbook.write_run({"target_xy_nm": [float(v) for v in tgt], "dopant_xy_nm": [float(v) for v in dop],
                            "spacing_nm": spacing_nm, "pixel_size_nm": pixel_size_nm, "dwell_ms": dwell_ms,
                            "max_dwell_ms": max_dwell_ms, "max_electrons": max_electrons})
