@@ -95,7 +95,8 @@ class Instrument(Protocol):
       caller asks to keep it on (``keep_beam_on=True`` where an implementation offers it);
     - ``blank()`` is thread-safe and may be called from any thread (the UI's Stop) at any time;
     - ``abort_event`` (a ``threading.Event``, optional): any thread may set it; a park runs in
-      pieces of at most ``safety.PARK_CHUNK_MS`` and stops, blanked, when it is set;
+      pieces of at most ``safety.PARK_CHUNK_MS`` and stops, blanked, when it is set (it stays
+      set, and later parks deliver nothing, until the caller clears it);
     - ``beam_blanked`` (bool, optional): whether the beam is off now, read back after a blank;
     - ``beam_on_s`` (float, optional): cumulative beam-on time the instrument delivered, seconds:
       the dose ledger counts this, not the time that was asked for.
