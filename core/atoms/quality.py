@@ -49,6 +49,9 @@ Z_IMAGE = 4.0
 #: the significance a group of faint detections must reach together to be kept
 Z_SUBLATTICE = 3.0
 Z_LATTICE = 1.5
+#: how many columns a set must hold for Z_LATTICE to apply: "hundreds of them on the lattice";
+#: a spectrum peak of sparse pure noise with 15-26 noise maxima on it is no lattice
+MIN_LATTICE_COLUMNS = 40
 #: thresholds of the checks (see the module docstring)
 MIN_NEIGHBOUR_FRACTION = 0.55
 MIN_AGREEMENT = 0.8
@@ -301,6 +304,7 @@ def stands_above_noise(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int], pe
     sigma is not believable alone, but hundreds of them on the measured lattice are (twin
     graphene at 5e3 e/A^2 and 0.02 nm/px, 0.06 counts per pixel: median 2.0 sigma, 83 % regular
     neighbourhoods; the lattice itself is a significant peak of the spectrum).
+    The lattice route needs at least ``MIN_LATTICE_COLUMNS`` columns.
     ``min_regular``: the fraction of regular neighbourhoods required (0.6; higher when the
     period is only the columns' own spacing, as on a frame too small for a spectrum).
     """
@@ -309,7 +313,7 @@ def stands_above_noise(z: np.ndarray, xy: np.ndarray, shape: tuple[int, int], pe
     med = float(np.median(z))
     if med >= Z_IMAGE:
         return True
-    if med < Z_LATTICE or len(z) < 10 or not (np.isfinite(period_px) and period_px > 0):
+    if med < Z_LATTICE or len(z) < MIN_LATTICE_COLUMNS or not (np.isfinite(period_px) and period_px > 0):
         return False
     nn = nearest_distance(xy)
     if not SPACING_RANGE[0] <= nn / period_px <= SPACING_RANGE[1]:

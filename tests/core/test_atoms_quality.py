@@ -248,3 +248,11 @@ def test_faint_sublattice_is_judged_at_its_sites_not_at_the_noise_maxima():
     biased = np.where((d < 3.0)[:, None], maxima[j], centres)
     assert np.median(column_contrast(img, biased, nn, sigma=sigma)[1]) > 0
     assert sublattice_significance(img, corners, biased, nn, sigma) < 1.0
+
+
+def test_sparse_pure_noise_with_a_chance_spectrum_peak_gives_no_columns():
+    # 0.05 counts per pixel: a chance peak of the spectrum once carried 15 noise maxima at
+    # ~2 sigma through as "a lattice" with no warning; a lattice needs many columns
+    img = np.random.default_rng(12).poisson(0.05, (256, 256)).astype(float)
+    table, warns = _find(img)
+    assert len(table) == 0 and warns
