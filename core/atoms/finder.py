@@ -20,6 +20,8 @@ from .quality import (
     memoised,
     nearest_distance,
     noise_sigma,
+    poisson_significant,
+    sparse_counts,
 )
 from .scale import (
     TARGET_NN_PX,
@@ -29,6 +31,7 @@ from .scale import (
     period_near_columns,
     resample,
 )
+from .sublattice import fill_vacant_sites, find_missed_sublattice
 from .table import AtomTable
 from .training import d4, default_device, train_unet
 from .training_data import MODEL_PERIOD_PX, column_mask, normalize_image
@@ -232,6 +235,12 @@ class AtomFinder:
         # a noise bump or a contamination ripple does not)
         n_det = len(xy)
         contrast, notes = None, ()
+        if len(xy) and how in ("columns", "none") and sparse_counts(img):
+            # no lattice period behind the detections, on sparse counts: each must hold more
+            # electrons than the background explains (single electrons pass a Gaussian z, and
+            # hundreds of them would drown the real isolated atoms in the filter's statistics)
+            held = poisson_significant(img, xy, nearest_distance(xy))
+            xy, conf = xy[held], conf[held]
         if len(xy) > 1:
             measured = scale.period_px if how != "none" else float("nan")
             keep, contrast, notes = filter_columns(img, xy, period_px=measured, sigma=sigma,
@@ -242,6 +251,22 @@ class AtomFinder:
         if max_rejected is not None and n_rejected > max_rejected * max(n_det, 1):
             return None
         meta = {"finder": "unet", "scale": scale.to_dict(), "threshold": self.threshold}
+        missed = find_missed_sublattice(img, xy, sigma=sigma) if len(xy) >= 20 else None
+        if missed is not None:
+            # a sublattice of shoulder columns the network left out (wide columns of half the
+            # brightness on a bright column's flank): added at its sites, refined later
+            xy = np.vstack([xy, missed.xy])
+            conf = np.concatenate([conf, np.full(len(missed.xy), 0.5, conf.dtype)])
+            contrast = None
+            meta["missed_sublattice"] = {"n": len(missed.xy), "significance": missed.significance,
+                                         "occupancy_z": missed.occupancy_z}
+        filled = fill_vacant_sites(img, xy, sigma=sigma) if len(xy) >= 20 else np.zeros((0, 2))
+        if len(filled):
+            # columns of a sublattice the network reported only in part
+            xy = np.vstack([xy, filled])
+            conf = np.concatenate([conf, np.full(len(filled), 0.5, conf.dtype)])
+            contrast = None
+            meta["filled_sites"] = len(filled)
         quality = assess(img, xy, period_px=scale.period_px, period_method=how, n_rejected=n_rejected,
                          contrast=contrast, sigma=sigma, notes=notes)
         unconfirmed = not quality.agreement >= MIN_AGREEMENT

@@ -159,6 +159,44 @@ def noise_sigma(image: np.ndarray) -> float:
     return memoised(image, ("noise",), lambda: _noise_sigma(image))
 
 
+def sparse_counts(image: np.ndarray) -> bool:
+    """True for an image of sparse electron counts: a fifth of the pixels or more at zero, all
+    whole non-negative numbers (well under a count per pixel)."""
+    img = np.asarray(image)
+    return bool(np.mean(img == 0) >= 0.2 and img.min() >= 0 and np.all(img == np.round(img)))
+
+
+def poisson_significant(image: np.ndarray, xy: np.ndarray, nn_px: float, alpha: float = 0.01) -> np.ndarray:
+    """Which columns of a sparse-count image hold more electrons than the background explains.
+
+    The counts in a disc of radius max(1.5 px, 0.25 nn) around each column are tested against a
+    Poisson background of the image's mean rate over the disc's area (one-sided), at a level
+    ``alpha`` shared among all the discs the image holds (Bonferroni). A single electron (1-3
+    counts where 0.1 are expected) is no column; an isolated atom of ~20 counts is. Meant for
+    columns without a lattice behind them: on a lattice, the network sees a column of 4 counts
+    by its neighbourhood, which this test cannot.
+    """
+    from scipy.stats import poisson
+
+    img = np.asarray(image, dtype=np.float64)
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    if not len(xy):
+        return np.zeros(0, bool)
+    r = max(1.5, 0.25 * float(nn_px)) if np.isfinite(nn_px) else 1.5
+    k = int(np.ceil(r))
+    oy, ox = np.mgrid[-k:k + 1, -k:k + 1]
+    disc = (ox**2 + oy**2) <= r * r
+    h, w = img.shape
+    c = np.round(xy).astype(int)
+    px = np.clip(c[:, None, 0] + ox[disc][None], 0, w - 1)
+    py = np.clip(c[:, None, 1] + oy[disc][None], 0, h - 1)
+    counts = img[py, px].sum(axis=1)
+    lam = float(img.mean()) * disc.sum()
+    n_discs = max(1.0, img.size / disc.sum())
+    p = poisson.sf(counts - 1, lam)  # P(N >= counts)
+    return p * n_discs < alpha
+
+
 def _noise_sigma(image: np.ndarray) -> float:
     """Pixel noise standard deviation (image units), robust to smooth structure.
 
@@ -175,7 +213,7 @@ def _noise_sigma(image: np.ndarray) -> float:
     # estimate (which sharp structure inflates, hence its half weight) then sets a floor
     by_mean = float(np.mean(r)) * np.sqrt(np.pi / 2) / 6.0
     sigma = max(by_median, 0.5 * by_mean)
-    if np.mean(img == 0) >= 0.2 and img.min() >= 0 and np.all(img == np.round(img)):
+    if sparse_counts(img):
         # sparse counts (a fifth of the pixels or more at zero, all whole numbers: electrons at
         # well under a count per pixel): Poisson, sigma^2 = mean. Both estimators above see the
         # zeros and miss the rare counts (twin graphene at 1 us dwell: 0.055 for a true 0.20),
@@ -345,6 +383,8 @@ def filter_columns(image: np.ndarray, xy: np.ndarray, *, period_px: float, regul
     problems: tuple[str, ...] = ()
     rest = ~keep & (z >= -1.0)
     if rest.sum() >= 10 and keep.sum() >= 10 and rest.sum() >= 0.1 * len(xy):
+        from .sublattice import sublattice_significance
+
         g = sublattice_significance(image, xy[keep], xy[rest], nn, sig)
         if g >= Z_SUBLATTICE:
             whole = keep | rest
@@ -357,58 +397,6 @@ def filter_columns(image: np.ndarray, xy: np.ndarray, *, period_px: float, regul
     if not stands_above_noise(z[keep], xy[keep], np.shape(image), period_px, regular):
         keep[:] = False
     return keep, contrast, problems
-
-
-def sublattice_significance(image: np.ndarray, xy_kept: np.ndarray, xy_rest: np.ndarray, nn_px: float,
-                            sigma: float) -> float:
-    """How far a group of faint detections stands above the noise as a whole, free of the bias of
-    where they were detected (noise sigmas; NaN where no lattice fits).
-
-    A detector puts a faint column on the local noise maximum, so the contrast measured there
-    is biased upwards (an invented sublattice's columns at a low dose average +0.8 sigma). Here
-    a lattice is fitted to all the detections (:func:`atomsmith.lattice.fit_reference_lattice`,
-    on up to 400 near the centre), each faint detection is moved to its lattice site (corrected
-    by the median misfit of its 6 nearest kept columns: drift, distortion), the contrast of
-    that site's centre over its ring (0.4 nn) is read, and the mean is returned in units of its
-    own noise (mean z x sqrt(n)). An invented sublattice in the dips between real columns gives
-    a negative value; SrTiO3 [001] O columns at 1e3 e/A^2 +1.7-2.1.
-    """
-    from atomsmith.lattice import fit_reference_lattice
-
-    allxy = np.vstack([xy_kept, xy_rest])
-    centre = np.array(np.shape(image)[::-1], float) / 2
-    sub = allxy[np.argsort(np.hypot(*(allxy - centre).T))[:400]]
-    try:
-        lat = fit_reference_lattice(sub, image_shape=np.shape(image))
-    except ValueError:
-        return float("nan")
-    mat_inv = np.linalg.inv(lat.matrix_px)
-
-    def to_sites(p):
-        frac = (p - lat.origin_px) @ mat_inv.T
-        best, best_d = None, None
-        for b in lat.basis_frac:
-            ideal = (np.round(frac - b) + b) @ lat.matrix_px.T + lat.origin_px
-            d = np.hypot(*(p - ideal).T)
-            if best is None:
-                best, best_d = ideal, d
-            else:
-                closer = d < best_d
-                best[closer], best_d[closer] = ideal[closer], d[closer]
-        return best, best_d
-
-    ideal_k, d_k = to_sites(xy_kept)
-    ideal_r, d_r = to_sites(xy_rest)
-    on_k = d_k <= 0.3 * nn_px
-    if on_k.sum() < 6:
-        return float("nan")
-    _, idx = cKDTree(xy_kept[on_k]).query(xy_rest, k=6)
-    pos = ideal_r + np.median((xy_kept[on_k] - ideal_k[on_k])[idx], axis=1)
-    pos = pos[d_r <= 0.4 * nn_px]  # detections far off any site are not the sublattice's
-    if len(pos) < 10:
-        return float("nan")
-    z = column_contrast(image, pos, nn_px, sigma=sigma, search=False)[1]
-    return float(np.mean(z) * np.sqrt(len(z)))
 
 
 def nearest_distance(xy: np.ndarray) -> float:

@@ -13,6 +13,9 @@ LATTICES = {
     "hbn": ((0.5, np.sqrt(3) / 2), [(0, 0, 1.0), (1 / 3, 1 / 3, 0.55)]),
     # perovskite [110]: SrO (0, 0), Ti (0, 1/2), weak O (1/2, 1/2) on an a/sqrt2 x a cell
     "perovskite110": ((0.0, np.sqrt(2)), [(0, 0, 1.0), (0, 0.5, 0.6), (0.5, 0.5, 0.12)]),
+    # a centred rectangular cell with a bright and a half-bright column (the centred geometry of
+    # perovskite [110] as the stress benchmark draws it, without the O column)
+    "centred": ((0.0, np.sqrt(2)), [(0, 0, 1.0), (0.5, 0.5, 0.5)]),
     # Si [110]-like dumbbells: pairs 0.35 |a1| apart on a centred a1 x sqrt2 a1 cell
     "dumbbell": ((0.0, np.sqrt(2)), [(0, 0, 1.0), (0, 0.35 / np.sqrt(2), 1.0), (0.5, 0.5, 1.0),
                                      (0.5, 0.5 + 0.35 / np.sqrt(2), 1.0)]),

@@ -226,12 +226,8 @@ def _square_with_centres(weight_centre: float, seed: int):
 def test_faint_sublattice_is_judged_at_its_sites_not_at_the_noise_maxima():
     from scipy.spatial import cKDTree
 
-    from atomsmith.atoms.quality import (
-        column_contrast,
-        local_maxima,
-        smoothed,
-        sublattice_significance,
-    )
+    from atomsmith.atoms.quality import column_contrast, local_maxima, smoothed
+    from atomsmith.atoms.sublattice import sublattice_significance
 
     nn = 12.0 / np.sqrt(2)  # corners and centres together
     # real faint columns at the cell centres (a tenth of the bright ones, ~1 sigma each):
@@ -256,3 +252,27 @@ def test_sparse_pure_noise_with_a_chance_spectrum_peak_gives_no_columns():
     img = np.random.default_rng(12).poisson(0.05, (256, 256)).astype(float)
     table, warns = _find(img)
     assert len(table) == 0 and warns
+
+
+def test_single_electrons_are_no_columns_but_isolated_atoms_are():
+    # 0.02 counts per pixel: without a lattice, every single electron passed a Gaussian z test
+    # (8 of 25 such images returned ~900 "columns"); a Poisson test of each column's counts
+    # rejects them and keeps isolated atoms of 40 electrons on the same background
+    from lattice_images import dots_image
+    from scipy.spatial import cKDTree
+
+    for seed in range(6):
+        noise = np.random.default_rng(seed).poisson(0.02, (256, 256)).astype(float)
+        table, warns = _find(noise)
+        assert len(table) == 0 and warns, (seed, len(table))
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(20, 236, (40, 2))
+    keep = [0]
+    for i in range(1, len(xy)):
+        if np.min(np.hypot(*(xy[keep] - xy[i]).T)) > 15:
+            keep.append(i)
+    xy = xy[keep]
+    lam = dots_image(xy, np.full(len(xy), 40 / (2 * np.pi * 1.5**2)), (256, 256), 1.5) + 0.02
+    table, _ = _find(rng.poisson(lam).astype(float))
+    d = cKDTree(table.xy).query(xy)[0] if len(table) else np.full(len(xy), np.inf)
+    assert np.mean(d < 2.0) >= 0.95 and len(table) <= len(xy) + 1, (len(table), len(xy))
