@@ -31,7 +31,7 @@ from .scale import (
     period_near_columns,
     resample,
 )
-from .sublattice import fill_vacant_sites, find_missed_sublattice
+from .sublattice import fill_vacant_sites, find_missed_sublattice, weak_off_lattice
 from .table import AtomTable
 from .training import d4, default_device, train_unet
 from .training_data import MODEL_PERIOD_PX, column_mask, normalize_image
@@ -267,6 +267,12 @@ class AtomFinder:
             conf = np.concatenate([conf, np.full(len(filled), 0.5, conf.dtype)])
             contrast = None
             meta["filled_sites"] = len(filled)
+        intruders = weak_off_lattice(img, xy, sigma=sigma) if len(xy) >= 20 else np.zeros(len(xy), bool)
+        if intruders.any():
+            # faint detections between the sites of a lattice: no lattice context to vouch for them
+            xy, conf = xy[~intruders], conf[~intruders]
+            contrast = None
+            meta["off_lattice_dropped"] = int(intruders.sum())
         quality = assess(img, xy, period_px=scale.period_px, period_method=how, n_rejected=n_rejected,
                          contrast=contrast, sigma=sigma, notes=notes)
         unconfirmed = not quality.agreement >= MIN_AGREEMENT
