@@ -250,29 +250,10 @@ class AtomFinder:
         n_rejected = n_det - len(xy)
         if max_rejected is not None and n_rejected > max_rejected * max(n_det, 1):
             return None
-        meta = {"finder": "unet", "scale": scale.to_dict(), "threshold": self.threshold}
-        missed = find_missed_sublattice(img, xy, sigma=sigma) if len(xy) >= 20 else None
-        if missed is not None:
-            # a sublattice of shoulder columns the network left out (wide columns of half the
-            # brightness on a bright column's flank): added at its sites, refined later
-            xy = np.vstack([xy, missed.xy])
-            conf = np.concatenate([conf, np.full(len(missed.xy), 0.5, conf.dtype)])
-            contrast = None
-            meta["missed_sublattice"] = {"n": len(missed.xy), "significance": missed.significance,
-                                         "occupancy_z": missed.occupancy_z}
-        filled = fill_vacant_sites(img, xy, sigma=sigma) if len(xy) >= 20 else np.zeros((0, 2))
-        if len(filled):
-            # columns of a sublattice the network reported only in part
-            xy = np.vstack([xy, filled])
-            conf = np.concatenate([conf, np.full(len(filled), 0.5, conf.dtype)])
-            contrast = None
-            meta["filled_sites"] = len(filled)
-        intruders = weak_off_lattice(img, xy, sigma=sigma) if len(xy) >= 20 else np.zeros(len(xy), bool)
-        if intruders.any():
-            # faint detections between the sites of a lattice: no lattice context to vouch for them
-            xy, conf = xy[~intruders], conf[~intruders]
-            contrast = None
-            meta["off_lattice_dropped"] = int(intruders.sum())
+        meta = {"finder": "unet", "scale": scale.to_dict(), "threshold": self.threshold,
+                # (how to assess the result again after the lattice passes in _finish)
+                "_assess": {"period_px": scale.period_px, "period_method": how, "n_rejected": n_rejected,
+                            "notes": notes}}
         quality = assess(img, xy, period_px=scale.period_px, period_method=how, n_rejected=n_rejected,
                          contrast=contrast, sigma=sigma, notes=notes)
         unconfirmed = not quality.agreement >= MIN_AGREEMENT
@@ -290,8 +271,15 @@ class AtomFinder:
 
     def _finish(self, img: np.ndarray, xy: np.ndarray, conf: np.ndarray, meta: dict, quality, method: str | None,
                 pixel_size_nm: float | None, blend: bool) -> AtomTable:
-        """Refine the detections on the original image and build the table."""
+        """The lattice passes on the chosen detections (:func:`_lattice_passes`, once per call,
+        not for every network tried), then refine them on the original image and build the table."""
         meta = {**meta, "refine": method}
+        again = meta.pop("_assess", None)
+        if again is not None and len(xy) >= 20:
+            sigma = noise_sigma(img)
+            xy, conf, changed = _lattice_passes(img, xy, conf, sigma, meta)
+            if changed:
+                quality = assess(img, xy, sigma=sigma, **again)
         if len(xy) == 0:
             return AtomTable.empty(pixel_size_nm, **meta).replace(quality=quality)
         if method:
@@ -401,6 +389,37 @@ class AtomFinder:
         if finder is None:  # a fresh network, its initial weights drawn from ``seed``
             finder = cls(seeded_unet(seed, base=8, depth=3), **kwargs)
         return finder.fit([img], [xy], steps=steps, seed=seed, progress=progress, should_stop=should_stop)
+
+
+def _lattice_passes(img: np.ndarray, xy: np.ndarray, conf: np.ndarray, sigma: float, meta: dict):
+    """The lattice's own checks of a network's detections (:mod:`.sublattice`), with one lattice
+    fit for all three: faint detections between the sites dropped, a sublattice of shoulder
+    columns the network left out added, a sublattice it reported in part completed. Returns
+    (xy, conf, changed); what acted is recorded in ``meta``."""
+    fit_on = xy
+    changed = False
+    intruders = weak_off_lattice(img, xy, sigma=sigma, lattice_xy=fit_on)
+    if intruders.any():
+        # faint detections between the sites of a lattice: no lattice context vouches for them
+        xy, conf, changed = xy[~intruders], conf[~intruders], True
+        meta["off_lattice_dropped"] = int(intruders.sum())
+    missed = find_missed_sublattice(img, xy, sigma=sigma, lattice_xy=fit_on)
+    if missed is not None:
+        # a sublattice of shoulder columns the network left out (wide columns of half the
+        # brightness on a bright column's flank): added at its sites, refined later
+        xy = np.vstack([xy, missed.xy])
+        conf = np.concatenate([conf, np.full(len(missed.xy), 0.5, conf.dtype)])
+        changed = True
+        meta["missed_sublattice"] = {"n": len(missed.xy), "significance": missed.significance,
+                                     "occupancy_z": missed.occupancy_z}
+    filled = fill_vacant_sites(img, xy, sigma=sigma, lattice_xy=fit_on)
+    if len(filled):
+        # columns of a sublattice the network reported only in part
+        xy = np.vstack([xy, filled])
+        conf = np.concatenate([conf, np.full(len(filled), 0.5, conf.dtype)])
+        changed = True
+        meta["filled_sites"] = len(filled)
+    return xy, conf, changed
 
 
 def _period_near_columns(img: np.ndarray, scale: ModelScale, nn_px: float) -> ModelScale:
