@@ -44,8 +44,11 @@ Z_OCCUPANCY = 3.0
 #: columns) 0.067-0.095, twin MoS2 and SrTiO3 [001] ~0.01, WS2 0.006
 MIN_RELATIVE_LOG = 0.12
 #: the Laplacian significance (noise sigmas) of one vacant site that is filled (when its group
-#: passed); blobs of this strength away from the found columns are what sets the search off
+#: passed), and of the blobs away from the found columns that set the search off (3 of them:
+#: at a low dose noise blobs of 2 sigmas are everywhere, and the search costs a lattice fit and
+#: a whole-frame Laplacian)
 Z_FILL = 2.0
+Z_FILL_TRIGGER = 4.0
 #: columns near the centre that a lattice is fitted to (the local misfit of all the others
 #: corrects the extrapolation)
 _FIT_COLUMNS = 250
@@ -358,7 +361,7 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     (no column: convex, a negative Laplacian) is not, nor are most sites of an empty region
     (about 2 % of them pass by chance, and only where the group as a whole does). Quick when
     there is nothing to fill: the lattice is fitted only when the central crop shows at least 3
-    blobs of ``Z_FILL`` sigmas and 12 % of a column away from the found columns.
+    blobs of ``Z_FILL_TRIGGER`` sigmas and 12 % of a column away from the found columns.
     """
     img = np.asarray(image, dtype=np.float64)
     xy = np.asarray(xy, float).reshape(-1, 2)
@@ -390,7 +393,7 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     c = local_maxima(log, max(1, int(round(0.2 * nn)))) + [c0, r0]
     c = c[in_crop(c)]
     zc = z_crop(c)
-    strong = (zc >= Z_FILL) & (zc >= MIN_RELATIVE_LOG * ref) & (tree.query(c)[0] > 0.45 * nn)
+    strong = (zc >= Z_FILL_TRIGGER) & (zc >= MIN_RELATIVE_LOG * ref) & (tree.query(c)[0] > 0.45 * nn)
     if strong.sum() < 3:
         return empty
     lat_xy = xy if lattice_xy is None else np.asarray(lattice_xy, float).reshape(-1, 2)
