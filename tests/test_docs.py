@@ -26,7 +26,6 @@ NOT_YET = {
     "docs/explore.md": "uses an instrument and data it does not make",
     "docs/hyperspy.md": "loads files (scan.hspy, si.hspy) that are not shipped",
     "docs/learn.md": "uses images and spectra it does not make",
-    "docs/manipulate.md": "uses an instrument it does not make",
     "docs/swift.md": "needs a running Nion Swift",
 }
 
