@@ -13,12 +13,14 @@ from .checks import as_image
 from .heatmap import heatmap_to_xy
 from .quality import (
     MIN_AGREEMENT,
+    MIN_NEIGHBOUR_FRACTION,
     SPACING_RANGE,
     assess,
     filter_columns,
     frame_memo,
     memoised,
     nearest_distance,
+    neighbour_fraction,
     noise_sigma,
     poisson_significant,
     sparse_counts,
@@ -235,10 +237,14 @@ class AtomFinder:
         # a noise bump or a contamination ripple does not)
         n_det = len(xy)
         contrast, notes = None, ()
-        if len(xy) and how in ("columns", "none") and sparse_counts(img):
-            # no lattice period behind the detections, on sparse counts: each must hold more
-            # electrons than the background explains (single electrons pass a Gaussian z, and
-            # hundreds of them would drown the real isolated atoms in the filter's statistics)
+        if (len(xy) and how in ("columns", "none") and sparse_counts(img)
+                and not neighbour_fraction(xy, img.shape, nearest_distance(xy)) >= MIN_NEIGHBOUR_FRACTION):
+            # no lattice behind the detections (no period, no regular neighbourhood), on sparse
+            # counts: each must hold more electrons than the background explains (single
+            # electrons pass a Gaussian z, and hundreds of them would drown the real isolated
+            # atoms in the filter's statistics). A small frame of a lattice, whose period the
+            # spectrum cannot give, keeps its columns of a few counts: the network sees them by
+            # their neighbourhood
             held = poisson_significant(img, xy, nearest_distance(xy))
             xy, conf = xy[held], conf[held]
         if len(xy) > 1:
