@@ -243,7 +243,8 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     reduced to their cell offset; the densest offset (a disc of 0.15 nn) must hold
     ``Z_OCCUPANCY`` sigmas more candidates than candidates spread at random over the free part
     of the cell would put there, and the Laplacian read at *all* sites of that offset in the
-    crop must stand ``Z_MISSED`` sigmas above the noise together. The site set is split by the
+    crop must stand ``Z_MISSED`` sigmas above the noise together and reach ``MIN_RELATIVE_LOG``
+    of the bright found columns' Laplacian (not the probe's tails). The site set is split by the
     parity of its cell indices (a sublattice may repeat every second cell of the found lattice,
     as the O columns of perovskite [110] do); a parity class well below the best one (3 sigma)
     or without evidence of its own is left out.
@@ -252,6 +253,7 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
         image: (H, W) image.
         xy: (N, 2) found columns (x, y) px; at least 20.
         sigma: pixel noise of the image (image units).
+        lattice_xy: the columns to fit the lattice on (default ``xy``; see the module docstring).
 
     Returns:
         :class:`MissedSublattice` (sites over the whole image) or None.
