@@ -16,7 +16,7 @@ a detector's bias towards noise maxima):
 
 The three passes over one frame (:func:`weak_off_lattice`, :func:`find_missed_sublattice`,
 :func:`fill_vacant_sites`) take ``lattice_xy``: the columns to fit the lattice on (default: the
-``xy`` given), so that one fit serves them all (a fit of 250 columns takes ~10 ms).
+``xy`` given), so that one fit serves them all (a fit of 120 columns takes ~10 ms).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ Z_FILL = 2.0
 Z_FILL_TRIGGER = 4.0
 #: columns near the centre that a lattice is fitted to (the local misfit of all the others
 #: corrects the extrapolation)
-_FIT_COLUMNS = 250
+_FIT_COLUMNS = 120
 #: LoG smoothing (fraction of the nearest-column distance), crop for the search (px)
 _LOG_SCALE = 0.1
 _CROP_PX = 256
@@ -73,7 +73,7 @@ class LatticeSites:
 
     @classmethod
     def fit(cls, xy: np.ndarray, shape: tuple[int, int], nn_px: float) -> LatticeSites | None:
-        """Fit up to 250 columns near the centre (:func:`atomsmith.lattice.fit_reference_lattice`);
+        """Fit up to 120 columns near the centre (:func:`atomsmith.lattice.fit_reference_lattice`);
         None where no lattice fits or fewer than 6 columns lie within 0.3 nn of their sites."""
         return _point_memo(("lattice-sites", xy.tobytes(), tuple(shape), float(nn_px)),
                            lambda: cls._fit(xy, shape, nn_px))
@@ -210,6 +210,15 @@ def _log_map(img: np.ndarray, t: float, side: int | None = None) -> tuple[int, i
     return r0, c0, memoised(img, ("log", t, r0, c0, side), make)
 
 
+def _log_maxima(img: np.ndarray, t: float, side: int, nn_px: float) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """(blob positions (x, y) px in image coordinates, row0, col0, LoG map) of the crop
+    (memoised: the missed-sublattice and vacancy passes read the same blobs)."""
+    r0, c0, log = _log_map(img, t, side)
+    d = max(1, int(round(0.2 * nn_px)))
+    blobs = memoised(img, ("log-maxima", t, r0, c0, side, d), lambda: local_maxima(log, d) + [c0, r0])
+    return blobs, r0, c0, log
+
+
 def _pair_spread(z: np.ndarray, ij: np.ndarray) -> float:
     """Robust spread of z among sites of one sublattice, from differences of sites one cell apart
     (MAD / 0.6745 / sqrt 2; along a1 and along a2, the larger); NaN-free, 0 with too few pairs."""
@@ -266,7 +275,7 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     if not np.isfinite(nn) or nn < 3.0:
         return None
     t = max(0.7, _LOG_SCALE * nn)
-    r0, c0, log = _log_map(img, t, _crop_side(nn))
+    cand, r0, c0, log = _log_maxima(img, t, _crop_side(nn), nn)
     rh, rw = log.shape
     noise = sigma * _log_noise(t)
     m = 0.5 * nn
@@ -278,7 +287,6 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     def log_at(p):
         return ndimage.map_coordinates(log, [p[:, 1] - r0, p[:, 0] - c0], order=1) / noise
 
-    cand = local_maxima(log, max(1, int(round(0.2 * nn)))) + [c0, r0]
     if not len(cand):
         return None
     d, _ = cKDTree(xy).query(cand)
@@ -378,7 +386,7 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     h, w = img.shape
     m = 0.5 * nn
     tree = cKDTree(xy)
-    r0, c0, log = _log_map(img, t, _crop_side(nn))
+    c, r0, c0, log = _log_maxima(img, t, _crop_side(nn), nn)
     rh, rw = log.shape
 
     def in_crop(p):  # clear of the crop's edges and of the image's border
@@ -392,7 +400,6 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     if not at.any():
         return empty
     ref = float(np.percentile(z_crop(xy[at]), 75))
-    c = local_maxima(log, max(1, int(round(0.2 * nn)))) + [c0, r0]
     c = c[in_crop(c)]
     zc = z_crop(c)
     strong = (zc >= Z_FILL_TRIGGER) & (zc >= MIN_RELATIVE_LOG * ref) & (tree.query(c)[0] > 0.45 * nn)
@@ -439,8 +446,12 @@ def weak_off_lattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     nn = nearest_distance(xy)
     if not np.isfinite(nn):
         return out
-    z = column_contrast(image, xy, nn, sigma=sigma)[1]
-    faint = z < Z_SUBLATTICE
+    h, w = np.shape(image)
+    interior = (xy[:, 0] >= nn) & (xy[:, 0] <= w - 1 - nn) & (xy[:, 1] >= nn) & (xy[:, 1] <= h - 1 - nn)
+    if not interior.any():
+        return out
+    faint = np.zeros(len(xy), bool)
+    faint[interior] = column_contrast(image, xy[interior], nn, sigma=sigma)[1] < Z_SUBLATTICE
     if not faint.any():
         return out
     lat_xy = xy if lattice_xy is None else np.asarray(lattice_xy, float).reshape(-1, 2)
@@ -453,6 +464,4 @@ def weak_off_lattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
         return out
     _, idx = cKDTree(xy).query(xy, k=min(7, len(xy)))
     surrounded = on[idx[:, 1:]].mean(axis=1) >= 5 / 6
-    h, w = np.shape(image)
-    interior = (xy[:, 0] >= nn) & (xy[:, 0] <= w - 1 - nn) & (xy[:, 1] >= nn) & (xy[:, 1] <= h - 1 - nn)
-    return ~on & faint & surrounded & interior
+    return ~on & faint & surrounded
