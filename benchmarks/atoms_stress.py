@@ -57,10 +57,10 @@ Usage::
     PYTHONPATH=. python benchmarks/atoms_stress.py [--quick | --full] [--model generic|classical]
                                                    [--seeds N] [--size PX] [--csv PATH]
 
-Default: 256 x 256 images, 2 seeds per cell: 140 cells, 290 images with the noise-only ones.
+Default: 256 x 256 images, 2 seeds per cell: 196 cells, 402 images with the noise-only ones.
 ``--quick``: 1 seed, no geometry sweep, doses clean / high / low and the distortions none,
-gradient, contam, hole, scanline, detector (56 cells, 61 images). ``--full`` (2 seeds, 371
-cells, 752 images): nn 6, 8, 12, 16, 24 px x sigma/nn 0.08, 0.14, 0.2, 0.28, 0.35, one more dose
+gradient, contam, hole, scanline, detector (56 cells, 61 images). ``--full`` (2 seeds, 525
+cells, 1060 images): nn 6, 8, 12, 16, 24 px x sigma/nn 0.08, 0.14, 0.2, 0.28, 0.35, one more dose
 (``low100``: 50 over 100), doses at nn 6 and 24 px too, the distortions also at the low dose.
 ``--csv`` writes one row per image. The generator functions (``lattice_columns``,
 ``render_columns``, ``render_lattice``, ``noise_only_image``, ``score``) are importable:
