@@ -197,6 +197,9 @@ def _crop_side(nn_px: float) -> int:
 def _log_map(img: np.ndarray, t: float, side: int | None = None) -> tuple[int, int, np.ndarray]:
     """(row0, col0, scale-normalised -LoG of the central ``side``^2 crop, or of the whole image).
 
+    ``img`` must be the caller's own array (the memo is keyed on it: a converted copy would
+    miss, and push the frame's other memos out).
+
     The median is taken out first: scipy's truncated second-derivative kernel does not sum to
     zero, and a detector offset of 3e6 counts would otherwise lift every value."""
     h, w = img.shape
@@ -204,7 +207,7 @@ def _log_map(img: np.ndarray, t: float, side: int | None = None) -> tuple[int, i
     r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
 
     def make():
-        region = img[r0:r0 + side, c0:c0 + side]
+        region = np.asarray(img[r0:r0 + side, c0:c0 + side], dtype=np.float64)
         return -ndimage.gaussian_laplace(region - np.median(region), t) * t * t
 
     return r0, c0, memoised(img, ("log", t, r0, c0, side), make)
@@ -275,7 +278,7 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     if not np.isfinite(nn) or nn < 3.0:
         return None
     t = max(0.7, _LOG_SCALE * nn)
-    cand, r0, c0, log = _log_maxima(img, t, _crop_side(nn), nn)
+    cand, r0, c0, log = _log_maxima(image, t, _crop_side(nn), nn)
     rh, rw = log.shape
     noise = sigma * _log_noise(t)
     m = 0.5 * nn
@@ -386,7 +389,7 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     h, w = img.shape
     m = 0.5 * nn
     tree = cKDTree(xy)
-    c, r0, c0, log = _log_maxima(img, t, _crop_side(nn), nn)
+    c, r0, c0, log = _log_maxima(image, t, _crop_side(nn), nn)
     rh, rw = log.shape
 
     def in_crop(p):  # clear of the crop's edges and of the image's border
@@ -409,7 +412,7 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     lat = LatticeSites.fit(lat_xy, img.shape, nearest_distance(lat_xy))
     if lat is None:
         return empty
-    _, _, whole = _log_map(img, t, None)
+    _, _, whole = _log_map(image, t, None)
     out = []
     for b in lat.basis_frac:
         sites, ij = lat.sites(b, img.shape)
