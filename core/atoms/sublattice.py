@@ -27,7 +27,14 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .quality import Z_SUBLATTICE, _point_memo, column_contrast, local_maxima, memoised, nearest_distance
+from .quality import (
+    Z_SUBLATTICE,
+    _point_memo,
+    column_contrast,
+    local_maxima,
+    memoised,
+    nearest_distance,
+)
 
 #: the Laplacian significance (noise sigmas, all sites together) and the excess of candidates at
 #: one cell offset over chance (sigmas) that a missed sublattice must reach. Measured on the
@@ -72,9 +79,12 @@ class LatticeSites:
     misfit: np.ndarray
 
     @classmethod
-    def fit(cls, xy: np.ndarray, shape: tuple[int, int], nn_px: float) -> LatticeSites | None:
+    def fit(cls, xy: np.ndarray, shape: tuple[int, int], nn_px: float | None = None) -> LatticeSites | None:
         """Fit up to 120 columns near the centre (:func:`atomsmith.lattice.fit_reference_lattice`);
-        None where no lattice fits or fewer than 6 columns lie within 0.3 nn of their sites."""
+        None where no lattice fits or fewer than 6 columns lie within 0.3 nn of their sites
+        (``nn_px``: default the columns' own nearest distance)."""
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        nn_px = nearest_distance(xy) if nn_px is None else nn_px
         return _point_memo(("lattice-sites", xy.tobytes(), tuple(shape), float(nn_px)),
                            lambda: cls._fit(xy, shape, nn_px))
 
@@ -222,6 +232,56 @@ def _log_maxima(img: np.ndarray, t: float, side: int, nn_px: float) -> tuple[np.
     return blobs, r0, c0, log
 
 
+@dataclass(frozen=True)
+class _LogView:
+    """The Laplacian of Gaussian at the found columns' scale, on the central crop, with the
+    found columns' reference: what the missed-sublattice and vacancy passes both read.
+
+    Attributes:
+        nn: the found columns' nearest distance (px); t: LoG scale (px); noise: the LoG's
+        white-noise sigma (image units); blobs: (M, 2) LoG maxima (x, y) px in the crop;
+        r0, c0: the crop's origin; log: the LoG map of the crop; ref: 75th percentile of the
+        found columns' LoG in the crop (noise sigmas).
+    """
+
+    nn: float
+    t: float
+    noise: float
+    blobs: np.ndarray
+    r0: int
+    c0: int
+    log: np.ndarray
+    ref: float
+
+    def in_crop(self, p: np.ndarray) -> np.ndarray:
+        """Points at least 0.5 nn inside the crop (which lies inside the image)."""
+        m = 0.5 * self.nn
+        rh, rw = self.log.shape
+        return ((p[:, 0] >= self.c0 + m) & (p[:, 0] < self.c0 + rw - 1 - m)
+                & (p[:, 1] >= self.r0 + m) & (p[:, 1] < self.r0 + rh - 1 - m))
+
+    def z(self, p: np.ndarray) -> np.ndarray:
+        """The LoG at points ``p`` of the crop, in noise sigmas."""
+        return ndimage.map_coordinates(self.log, [p[:, 1] - self.r0, p[:, 0] - self.c0], order=1) / self.noise
+
+
+def _log_view(image: np.ndarray, xy: np.ndarray, sigma: float) -> _LogView | None:
+    """The :class:`_LogView` of found columns ``xy`` (at least 20, 3 px apart or more, some of
+    them in the crop), or None. ``image`` is the caller's own array (memo key)."""
+    if len(xy) < 20 or not np.isfinite(sigma) or sigma <= 0:
+        return None
+    nn = nearest_distance(xy)
+    if not np.isfinite(nn) or nn < 3.0:
+        return None
+    t = max(0.7, _LOG_SCALE * nn)
+    blobs, r0, c0, log = _log_maxima(image, t, _crop_side(nn), nn)
+    view = _LogView(nn, t, sigma * _log_noise(t), blobs, r0, c0, log, float("nan"))
+    at = view.in_crop(xy)
+    if not at.any():
+        return None
+    return _LogView(nn, t, view.noise, blobs, r0, c0, log, float(np.percentile(view.z(xy[at]), 75)))
+
+
 def _pair_spread(z: np.ndarray, ij: np.ndarray) -> float:
     """Robust spread of z among sites of one sublattice, from differences of sites one cell apart
     (MAD / 0.6745 / sqrt 2; along a1 and along a2, the larger); NaN-free, 0 with too few pairs."""
@@ -270,38 +330,20 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     Returns:
         :class:`MissedSublattice` (sites over the whole image) or None.
     """
-    img = np.asarray(image, dtype=np.float64)
     xy = np.asarray(xy, float).reshape(-1, 2)
-    if len(xy) < 20 or not np.isfinite(sigma) or sigma <= 0:
+    view = _log_view(image, xy, sigma)
+    if view is None or not len(view.blobs):
         return None
-    nn = nearest_distance(xy)
-    if not np.isfinite(nn) or nn < 3.0:
-        return None
-    t = max(0.7, _LOG_SCALE * nn)
-    cand, r0, c0, log = _log_maxima(image, t, _crop_side(nn), nn)
-    rh, rw = log.shape
-    noise = sigma * _log_noise(t)
-    m = 0.5 * nn
-
-    def in_crop(p):
-        return ((p[:, 0] >= c0 + m) & (p[:, 0] < c0 + rw - 1 - m)
-                & (p[:, 1] >= r0 + m) & (p[:, 1] < r0 + rh - 1 - m))
-
-    def log_at(p):
-        return ndimage.map_coordinates(log, [p[:, 1] - r0, p[:, 0] - c0], order=1) / noise
-
-    if not len(cand):
-        return None
+    nn, in_crop, log_at, ref = view.nn, view.in_crop, view.z, view.ref
+    cand = view.blobs
     d, _ = cKDTree(xy).query(cand)
     cand = cand[(d > 0.45 * nn) & in_crop(cand)]
-    ref = float(np.percentile(log_at(xy[in_crop(xy)]), 75)) if in_crop(xy).any() else float("nan")
     zc = log_at(cand)
     cand = cand[(zc >= 1.0) & (zc >= MIN_RELATIVE_LOG * ref)]
     n_found = int(in_crop(xy).sum())
     if len(cand) < max(8, 0.1 * n_found):
         return None
-    lat_xy = xy if lattice_xy is None else np.asarray(lattice_xy, float).reshape(-1, 2)
-    lat = LatticeSites.fit(lat_xy, img.shape, nearest_distance(lat_xy))
+    lat = LatticeSites.fit(xy if lattice_xy is None else lattice_xy, np.shape(image))
     if lat is None:
         return None
     mat = lat.matrix_px
@@ -325,22 +367,20 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     occupancy_z = (len(members) - expected) / np.sqrt(max(expected, 1.0))
     if occupancy_z < Z_OCCUPANCY:
         return None
-    sites, ij = lat.sites(offset, img.shape)
-    if len(sites) and cKDTree(xy).query(sites)[0].min(initial=np.inf) < 0.3 * nn:
-        # the offset is a found column's own site (a found lattice with vacancies): not a new one
-        near = cKDTree(xy).query(sites)[0] < 0.3 * nn
-        if near.mean() > 0.5:
-            return None
-        sites, ij = sites[~near], ij[~near]
+    sites, ij = lat.sites(offset, np.shape(image))
+    near = cKDTree(xy).query(sites)[0] < 0.3 * nn if len(sites) else np.zeros(0, bool)
+    if near.sum() > 0.5 * len(near):
+        return None  # the offset is the found columns' own site (a lattice with vacancies)
+    sites, ij = sites[~near], ij[~near]
     inside = in_crop(sites)
-    z = log_at(sites[inside])
-    if len(z) < 8:
+    raw = log_at(sites[inside])
+    if len(raw) < 8:
         return None
     # the noise of the Laplacian at these sites, measured where it is read: half the spread of
     # the differences between sites one cell apart (along a1 and along a2, the larger). This
     # holds correlated noise (scan-line offsets, which the Laplacian across rows amplifies)
     # that the white-noise figure misses, and not a smooth gradient
-    z = z / max(1.0, _pair_spread(z, ij[inside]))
+    z = raw / max(1.0, _pair_spread(raw, ij[inside]))
     significance = float(np.mean(z) * np.sqrt(len(z)))
     if significance < Z_MISSED:
         return None
@@ -348,7 +388,7 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     # bright found columns' (75th percentile: where half of the columns are faint O, the median is
     # theirs). The tails and rings of the probe add up to a faint blob at the empty centres of
     # honeycomb and a/2-square cells, significant over many sites but 1-10 % of a column
-    if not np.median(log_at(sites[inside])) >= MIN_RELATIVE_LOG * ref:
+    if not np.median(raw) >= MIN_RELATIVE_LOG * ref:
         return None
     parity = (ij % 2) @ [2, 1]
     p_in = parity[inside]
@@ -376,52 +416,33 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     there is nothing to fill: the lattice is fitted only when the central crop shows at least 3
     blobs of ``Z_FILL_TRIGGER`` sigmas and 12 % of a column away from the found columns.
     """
-    img = np.asarray(image, dtype=np.float64)
     xy = np.asarray(xy, float).reshape(-1, 2)
     empty = np.zeros((0, 2))
-    if len(xy) < 20 or not np.isfinite(sigma) or sigma <= 0:
+    view = _log_view(image, xy, sigma)
+    if view is None:
         return empty
-    nn = nearest_distance(xy)
-    if not np.isfinite(nn) or nn < 3.0:
-        return empty
-    t = max(0.7, _LOG_SCALE * nn)
-    noise = sigma * _log_noise(t)
-    h, w = img.shape
+    nn, ref = view.nn, view.ref
+    h, w = np.shape(image)
     m = 0.5 * nn
     tree = cKDTree(xy)
-    c, r0, c0, log = _log_maxima(image, t, _crop_side(nn), nn)
-    rh, rw = log.shape
-
-    def in_crop(p):  # clear of the crop's edges and of the image's border
-        return ((p[:, 0] >= max(c0, 0) + m) & (p[:, 0] < min(c0 + rw, w) - 1 - m)
-                & (p[:, 1] >= max(r0, 0) + m) & (p[:, 1] < min(r0 + rh, h) - 1 - m))
-
-    def z_crop(p):
-        return ndimage.map_coordinates(log, [p[:, 1] - r0, p[:, 0] - c0], order=1) / noise
-
-    at = in_crop(xy)
-    if not at.any():
-        return empty
-    ref = float(np.percentile(z_crop(xy[at]), 75))
-    c = c[in_crop(c)]
-    zc = z_crop(c)
+    c = view.blobs[view.in_crop(view.blobs)]
+    zc = view.z(c)
     strong = (zc >= Z_FILL_TRIGGER) & (zc >= MIN_RELATIVE_LOG * ref) & (tree.query(c)[0] > 0.45 * nn)
     if strong.sum() < 3:
         return empty
-    lat_xy = xy if lattice_xy is None else np.asarray(lattice_xy, float).reshape(-1, 2)
-    lat = LatticeSites.fit(lat_xy, img.shape, nearest_distance(lat_xy))
+    lat = LatticeSites.fit(xy if lattice_xy is None else lattice_xy, np.shape(image))
     if lat is None:
         return empty
-    _, _, whole = _log_map(image, t, None)
+    _, _, whole = _log_map(image, view.t, None)
     out = []
     for b in lat.basis_frac:
-        sites, ij = lat.sites(b, img.shape)
+        sites, ij = lat.sites(b, (h, w))
         inside = (sites[:, 0] >= m) & (sites[:, 0] < w - 1 - m) & (sites[:, 1] >= m) & (sites[:, 1] < h - 1 - m)
         vacant = inside & (tree.query(sites)[0] > 0.3 * nn)
         if vacant.sum() < 3:
             continue
         sites, ij = sites[vacant], ij[vacant]
-        z = ndimage.map_coordinates(whole, [sites[:, 1], sites[:, 0]], order=1) / noise
+        z = ndimage.map_coordinates(whole, [sites[:, 1], sites[:, 0]], order=1) / view.noise
         zn = z / max(1.0, _pair_spread(z, ij))
         if np.mean(zn) * np.sqrt(len(zn)) < Z_MISSED or not np.median(z) >= MIN_RELATIVE_LOG * ref:
             continue
@@ -457,8 +478,7 @@ def weak_off_lattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     faint[interior] = column_contrast(image, xy[interior], nn, sigma=sigma)[1] < Z_SUBLATTICE
     if not faint.any():
         return out
-    lat_xy = xy if lattice_xy is None else np.asarray(lattice_xy, float).reshape(-1, 2)
-    lat = LatticeSites.fit(lat_xy, np.shape(image), nearest_distance(lat_xy))
+    lat = LatticeSites.fit(xy if lattice_xy is None else lattice_xy, np.shape(image))
     if lat is None:
         return out
     ideal, _ = lat.nearest_site(xy)
