@@ -413,19 +413,20 @@ def _lattice_passes(img: np.ndarray, xy: np.ndarray, conf: np.ndarray, sigma: fl
     if missed is not None:
         # a sublattice of shoulder columns the network left out (wide columns of half the
         # brightness on a bright column's flank): added at its sites, refined later
-        xy = np.vstack([xy, missed.xy])
-        conf = np.concatenate([conf, np.full(len(missed.xy), 0.5, conf.dtype)])
-        changed = True
+        xy, conf, changed = *_with_added(xy, conf, missed.xy), True
         meta["missed_sublattice"] = {"n": len(missed.xy), "significance": missed.significance,
                                      "occupancy_z": missed.occupancy_z}
     filled = fill_vacant_sites(img, xy, sigma=sigma, lattice_xy=fit_on)
     if len(filled):
         # columns of a sublattice the network reported only in part
-        xy = np.vstack([xy, filled])
-        conf = np.concatenate([conf, np.full(len(filled), 0.5, conf.dtype)])
-        changed = True
+        xy, conf, changed = *_with_added(xy, conf, filled), True
         meta["filled_sites"] = len(filled)
     return xy, conf, changed
+
+
+def _with_added(xy: np.ndarray, conf: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Columns the lattice passes add (no network confidence of their own: 0.5)."""
+    return np.vstack([xy, new]), np.concatenate([conf, np.full(len(new), 0.5, conf.dtype)])
 
 
 def _period_near_columns(img: np.ndarray, scale: ModelScale, nn_px: float) -> ModelScale:
