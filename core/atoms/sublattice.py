@@ -79,22 +79,23 @@ class LatticeSites:
     misfit: np.ndarray
 
     @classmethod
-    def fit(cls, xy: np.ndarray, shape: tuple[int, int], nn_px: float | None = None) -> LatticeSites | None:
-        """Fit up to 120 columns near the centre (:func:`atomsmith.lattice.fit_reference_lattice`);
+    def fit(cls, xy: np.ndarray, shape: tuple[int, int], nn_px: float | None = None,
+            n_fit: int = _FIT_COLUMNS) -> LatticeSites | None:
+        """Fit up to ``n_fit`` columns near the centre (:func:`atomsmith.lattice.fit_reference_lattice`);
         None where no lattice fits or fewer than 6 columns lie within 0.3 nn of their sites
         (``nn_px``: default the columns' own nearest distance)."""
         xy = np.asarray(xy, float).reshape(-1, 2)
         nn_px = nearest_distance(xy) if nn_px is None else nn_px
-        return _point_memo(("lattice-sites", xy.tobytes(), tuple(shape), float(nn_px)),
-                           lambda: cls._fit(xy, shape, nn_px))
+        return _point_memo(("lattice-sites", xy.tobytes(), tuple(shape), float(nn_px), int(n_fit)),
+                           lambda: cls._fit(xy, shape, nn_px, n_fit))
 
     @classmethod
-    def _fit(cls, xy: np.ndarray, shape: tuple[int, int], nn_px: float) -> LatticeSites | None:
+    def _fit(cls, xy: np.ndarray, shape: tuple[int, int], nn_px: float, n_fit: int) -> LatticeSites | None:
         from atomsmith.lattice import fit_reference_lattice
 
         h, w = shape
         centre = np.array([w, h], float) / 2
-        sub = xy[np.argsort(np.hypot(*(xy - centre).T))[:_FIT_COLUMNS]]
+        sub = xy[np.argsort(np.hypot(*(xy - centre).T))[:n_fit]]
         try:
             lat = fit_reference_lattice(sub, image_shape=shape)
         except ValueError:
@@ -166,7 +167,7 @@ def sublattice_significance(image: np.ndarray, xy_kept: np.ndarray, xy_rest: np.
     1e3 e/A^2 +1.7-2.1.
     """
     allxy = np.vstack([xy_kept, xy_rest])
-    lat = LatticeSites.fit(allxy, np.shape(image), nn_px)
+    lat = LatticeSites.fit(allxy, np.shape(image), nn_px, n_fit=400)
     if lat is None:
         return float("nan")
     ideal_k, d_k = lat.nearest_site(xy_kept)
