@@ -283,9 +283,9 @@ class AtomFinder:
         again = meta.pop("_assess", None)
         if again is not None and len(xy) >= 20:
             sigma = noise_sigma(img)
-            xy, conf, changed = _lattice_passes(img, xy, conf, sigma, meta)
-            if changed:
-                quality = assess(img, xy, sigma=sigma, **again)
+            xy, conf, changed, notes = _lattice_passes(img, xy, conf, sigma, meta)
+            if changed or notes:
+                quality = assess(img, xy, sigma=sigma, **{**again, "notes": tuple(again["notes"]) + notes})
         if len(xy) == 0:
             return AtomTable.empty(pixel_size_nm, **meta).replace(quality=quality)
         if method:
@@ -401,7 +401,8 @@ def _lattice_passes(img: np.ndarray, xy: np.ndarray, conf: np.ndarray, sigma: fl
     """The lattice's own checks of a network's detections (:mod:`.sublattice`), with one lattice
     fit for all three: faint detections between the sites dropped, a sublattice of shoulder
     columns the network left out added, a sublattice it reported in part completed. Returns
-    (xy, conf, changed); what acted is recorded in ``meta``."""
+    (xy, conf, changed, notes); what acted is recorded in ``meta``, what the passes doubt in
+    ``notes`` (for the quality report)."""
     fit_on = xy
     changed = False
     intruders = weak_off_lattice(img, xy, sigma=sigma, lattice_xy=fit_on)
@@ -410,6 +411,16 @@ def _lattice_passes(img: np.ndarray, xy: np.ndarray, conf: np.ndarray, sigma: fl
         xy, conf, changed = xy[~intruders], conf[~intruders], True
         meta["off_lattice_dropped"] = int(intruders.sum())
     missed = find_missed_sublattice(img, xy, sigma=sigma, lattice_xy=fit_on)
+    notes: tuple[str, ...] = ()
+    if missed is not None and not missed.accepted:
+        # significant, but too faint to tell columns from the probe's tails at this dose
+        meta["doubtful_sublattice"] = {"n": len(missed.xy), "significance": missed.significance,
+                                       "relative": missed.relative}
+        notes = (f"a sublattice of {len(missed.xy)} sites between the columns stands "
+                 f"{missed.significance:.0f} sigma above the noise at {missed.relative:.0%} of the "
+                 f"columns' contrast, too faint to tell columns (e.g. perovskite [110] B sites) from "
+                 f"the probe's tails at this dose; it was not added",)
+        missed = None
     if missed is not None:
         # a sublattice of shoulder columns the network left out (wide columns of half the
         # brightness on a bright column's flank): added at its sites, refined later
@@ -421,7 +432,7 @@ def _lattice_passes(img: np.ndarray, xy: np.ndarray, conf: np.ndarray, sigma: fl
         # columns of a sublattice the network reported only in part
         xy, conf, changed = *_with_added(xy, conf, filled), True
         meta["filled_sites"] = len(filled)
-    return xy, conf, changed
+    return xy, conf, changed, notes
 
 
 def _with_added(xy: np.ndarray, conf: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
