@@ -68,6 +68,9 @@ class Spectrum:
         xy_nm: probe position, nm.
         exposure_ms: exposure, ms.
         time_s: instrument clock at the start of the exposure, s.
+        beam_ms: the part of the exposure the beam lit, ms, where an instrument knows it is less
+            than ``exposure_ms`` (a camera frame that began a few ms before the unblank);
+            None: all of it. Counts per unit dose scale with this, not with ``exposure_ms``.
     """
 
     energy_eV: np.ndarray
@@ -75,11 +78,12 @@ class Spectrum:
     xy_nm: tuple[float, float]
     exposure_ms: float
     time_s: float
+    beam_ms: float | None = None
 
     def to_dict(self) -> dict:
         """Arrays and parameters as a dict."""
         return {"energy_eV": self.energy_eV, "counts": self.counts, "xy_nm": self.xy_nm,
-                "exposure_ms": self.exposure_ms, "time_s": self.time_s}
+                "exposure_ms": self.exposure_ms, "time_s": self.time_s, "beam_ms": self.beam_ms}
 
 
 @runtime_checkable

@@ -95,13 +95,21 @@ class NionInstrument:
         time_scale: wall-clock seconds waited per second of dwell (< 1 only on a simulator whose
             beam clock runs faster, e.g. the twin started with ``time_scale`` = 1 / this).
         grab_timeout_s: limit for one frame.
+        frame_aligned: camera exposures (spectra, diffraction) with the beam on for one
+            exposure: the beam goes on when a frame finishes in the dark and off one exposure
+            later (the frame read misses the few ms before the unblank). False for a camera that
+            renders a frame from the beam state at its start (usim's own simulators: such a frame
+            would be dark): the beam is then on for the rest of the running frame and the whole
+            next one (1-2 exposures). None (default): False for usim's cameras (ids starting
+            ``usim_``), True for all others (a camera integrates what arrives in its frame).
     """
 
     def __init__(self, scan: typing.Any = TWIN_SCAN_ID, stem_controller: typing.Any = TWIN_STEM_ID, *,
                  eels_camera_id: str | None = None, ronchigram_camera_id: str | None = None,
                  field_nm: tuple[float, float] = (6.0, 6.0),
                  beam_current_pA: float = 20.0, dose_cell_nm: float = 0.1, time_scale: float = 1.0,
-                 grab_timeout_s: float = 60.0) -> None:
+                 grab_timeout_s: float = 60.0, frame_aligned: bool | None = None) -> None:
+        self.frame_aligned = frame_aligned
         self.scan_device = _hardware_source(scan)
         self.stem = _stem_controller(stem_controller, self.scan_device)
         self.eels_camera_id = eels_camera_id
@@ -395,9 +403,10 @@ class NionInstrument:
             return on_ms
 
     def _parked_camera_frame(self, camera_id: str | None, what: str, xy_nm: typing.Any,
-                             exposure_ms: float) -> tuple[typing.Any, np.ndarray, float]:
+                             exposure_ms: float) -> tuple[typing.Any, np.ndarray, float, float]:
         """Park at ``xy_nm``, unblank, read one frame of camera ``camera_id``, blank; returns
-        (xdata, position nm, start time s). Refusals come before any beam action."""
+        (xdata, position nm, start time s, ms of the frame the beam lit). Refusals come before
+        any beam action."""
         from nion.utils import Geometry
 
         if camera_id is None:
@@ -415,45 +424,109 @@ class NionInstrument:
             fp = cam.get_current_frame_parameters()
             fp.exposure_ms = float(exposure_ms)  # (Swift clears "sum_project" in view mode: summed by the caller)
             cam.set_current_frame_parameters(fp)
-            # the camera is armed (playing) with the beam off, so its start-up is dark; the beam
-            # goes on for the next frame to start (and the rest of the one running) and off as soon
-            # as that frame is read: beam on ~1-2 exposures (a frame begun in the dark may not be
-            # read: a camera renders or integrates from its start)
+            # the camera is armed (playing) with the beam off, so its start-up is dark. A frame
+            # that finishes in the dark marks the start of the next one: the beam goes on then
+            # for one exposure, timed here (Swift hands a frame over ~10 ms after it ends; waiting
+            # for that would keep the beam on), while a reader thread waits for that next frame.
+            # The frame misses the few ms between its start and the unblank, the next one
+            # (never read) gets as much; the dose counts the beam-on time, ~1.0 exposure.
+            # ``frame_aligned=False``: the beam goes on before the next frame starts and stays
+            # on until it is read (1-2 exposures), for a camera that renders a frame from the
+            # beam at its start (usim's own simulators)
+            timeout = max(10.0, 5 * exposure_ms * 1e-3)
+            aligned = (not str(camera_id).startswith("usim_")) if self.frame_aligned is None else bool(self.frame_aligned)
             cam.start_playing(sync_timeout=5.0)
             try:
+                if aligned:
+                    # (when Swift handed that frame over late, the next one may be nearly over:
+                    # the next frames are tried, in the dark; failing that the beam stays on for
+                    # the whole frame after the running one instead)
+                    for _ in range(SYNC_FRAMES):
+                        lag = _frame_lag_s(cam.grab_next_to_finish(timeout=timeout))
+                        frame_start = time.perf_counter() - (lag or 0.0)
+                        if lag is None or lag <= MAX_FRAME_LAG * exposure_ms * 1e-3:
+                            break
+                    aligned = lag is not None and lag <= MAX_FRAME_LAG * exposure_ms * 1e-3
+                if aligned:
+                    got: dict[str, typing.Any] = {}
+
+                    def read() -> None:
+                        try:
+                            got["xd"] = cam.grab_next_to_finish(timeout=timeout)[0]
+                        except BaseException as exc:  # noqa: BLE001  (re-raised by the caller)
+                            got["error"] = exc
+
+                    reader = threading.Thread(target=read, name="atomsmith-camera-read", daemon=True)
+                    reader.start()
                 on0 = self.beam_on_s
                 self._unblank()
+                t_unblank = time.perf_counter()
                 try:
-                    xd = cam.grab_next_to_start(timeout=max(10.0, 5 * exposure_ms * 1e-3))[0]
+                    if aligned:
+                        self.abort_event.wait(exposure_ms * 1e-3)  # Stop blanks at once
+                    else:
+                        xd = cam.grab_next_to_start(timeout=timeout)[0]
                 finally:
                     self._blank_beam()
+                lit_ms = float(exposure_ms)  # the part of the frame read that the beam lit
+                if aligned:
+                    reader.join(timeout)
+                    if "error" in got:
+                        raise got["error"]
+                    xd = got.get("xd")
+                    # it began at or after the frame before it ended (``frame_start``) and ended
+                    # at or before its own timestamp: the middle of the two bounds
+                    read_lag = _frame_lag_s([xd]) if xd is not None else None
+                    low = exposure_ms - (t_unblank - frame_start) * 1e3
+                    high = exposure_ms if read_lag is None else (time.perf_counter() - read_lag - t_unblank) * 1e3
+                    lit_ms = float(np.clip(0.5 * (low + min(high, exposure_ms)), 0.0, exposure_ms))
             finally:
                 cam.abort_playing(sync_timeout=5.0)
             beam_us = (self.beam_on_s - on0) * 1e6  # the beam-on time measured, not the exposure asked
             self._deposit_point(p, self.electrons_per_us * beam_us)
         if xd is None:
             raise RuntimeError(f"the {what} camera '{camera_id}' returned no frame")
-        return xd, p, start
+        return xd, p, start, lit_ms
 
     def acquire_spectrum(self, xy_nm: typing.Any, exposure_ms: float) -> Spectrum:
         """Park at ``xy_nm`` and read one EEL spectrum from ``eels_camera_id`` (one frame summed over
         the non-dispersive axis; energy axis from its calibration); beam blanked afterwards."""
-        xd, p, start = self._parked_camera_frame(self.eels_camera_id, "eels", xy_nm, exposure_ms)
+        xd, p, start, lit_ms = self._parked_camera_frame(self.eels_camera_id, "eels", xy_nm, exposure_ms)
         data = np.asarray(xd.data, float)
         data = data.reshape(-1, data.shape[-1]).sum(axis=0)  # sum the non-dispersive axis
         cal = xd.dimensional_calibrations[-1]
         energy = cal.offset + cal.scale * np.arange(data.size)
         return Spectrum(energy_eV=energy, counts=data, xy_nm=(float(p[0]), float(p[1])),
-                        exposure_ms=float(exposure_ms), time_s=start)
+                        exposure_ms=float(exposure_ms), time_s=start, beam_ms=lit_ms)
 
     def acquire_diffraction(self, xy_nm: typing.Any, exposure_ms: float) -> np.ndarray:
         """Park at ``xy_nm`` and read one frame of ``ronchigram_camera_id`` (a diffraction /
         Ronchigram camera): the 2D pattern in the camera's counts; beam blanked afterwards."""
-        xd, _, _ = self._parked_camera_frame(self.ronchigram_camera_id, "ronchigram", xy_nm, exposure_ms)
+        xd, _, _, _ = self._parked_camera_frame(self.ronchigram_camera_id, "ronchigram", xy_nm, exposure_ms)
         data = np.asarray(xd.data, np.float32)
         if data.ndim != 2:
             raise RuntimeError(f"the ronchigram camera returned a {data.shape} frame, not a 2D pattern")
         return data
+
+
+#: the largest delay (fraction of the exposure) between a camera frame's end and its arrival
+#: for which the next frame is taken as begun at that end (see ``frame_aligned``)
+MAX_FRAME_LAG = 0.3
+#: dark frames tried for one handed over in time (a camera's first frames after it starts are late)
+SYNC_FRAMES = 4
+
+
+def _frame_lag_s(frames: typing.Any) -> float | None:
+    """Seconds between the end of a grabbed frame (its timestamp, UTC) and now; None when it has
+    no timestamp."""
+    import datetime
+
+    try:
+        ts = frames[0].timestamp
+        now = datetime.datetime.now(datetime.timezone.utc) if ts.tzinfo else datetime.datetime.utcnow()
+        return max(0.0, (now - ts).total_seconds())
+    except Exception:  # noqa: BLE001  (no frame, no timestamp: not aligned)
+        return None
 
 
 _TO_NM = {"nm": 1.0, "Å": 0.1, "A": 0.1, "angstrom": 0.1, "pm": 1e-3, "um": 1e3, "µm": 1e3}

@@ -481,6 +481,8 @@ class LiveSource:
                 self.analysed.append(fid)
                 result = self.analyse(frame)
                 self.done += 1
+                if self.done % TRIM_EVERY == 0:
+                    return_freed_memory()
                 _call_on_ui_thread(self.computation, lambda r=result: self._deliver_safely(r))
             except Exception:  # noqa: BLE001
                 log.exception("atomsmith live: analysing a frame")
@@ -632,6 +634,40 @@ def _document_model() -> typing.Any:
     from nion.swift import Facade
 
     return Facade.get_api("~1.0", "~1.0").library._document_model
+
+
+#: frames between two hand-backs of freed heap memory to the system (:func:`return_freed_memory`)
+TRIM_EVERY = 25
+
+
+def return_freed_memory() -> bool:
+    """Hand the C heap's freed pages back to the system (glibc's ``malloc_trim(0)``; elsewhere a
+    no-op). Returns whether it was called.
+
+    A live analysis allocates and frees arrays of many sizes per frame (torch's CPU tensors are
+    outside Python's allocator and ``tracemalloc``); glibc keeps the freed pages in the middle
+    of its heaps, so the process's resident memory creeps up over thousands of frames although
+    nothing is held. Called every ``TRIM_EVERY`` frames (~1 ms each)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+        import sys
+
+        _LIBC = False
+        if sys.platform.startswith("linux"):
+            try:
+                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                _LIBC = lib if hasattr(lib, "malloc_trim") else False
+            except OSError:
+                _LIBC = False
+    if not _LIBC:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+_LIBC: typing.Any = None
 
 
 def _call_on_ui_thread(computation: typing.Any, fn: typing.Callable[[], None]) -> None:

@@ -19,7 +19,8 @@ instrument (``nion.usim_device.InstrumentDevice.Instrument``, its value manager 
   (:data:`TWIN_EELS_ID`, device_kit's camera device): with the probe parked and the beam on, each
   frame is the twin's spectrum of the atoms under the probe (PSF-weighted amounts, core-loss
   edges, Poisson noise; :meth:`atomsmith.instrument.SimulatedInstrument.spectrum_at`) for the
-  electrons of the exposure, 1 eV per channel from the twin's first energy; blanked, it is dark;
+  electrons of the part of the exposure the beam was on (rendered at the frame's end, as a
+  camera integrates), 1 eV per channel from the twin's first energy; blanked, it is dark;
 * optionally (``with_ronchigram=True``) a diffraction camera ``"atomsmith_twin_ronchigram_camera"``
   (:data:`TWIN_RONCHIGRAM_ID`): the twin's convergent-beam pattern under the parked probe.
 
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import collections
 import threading
 import time
 import typing
@@ -87,6 +89,9 @@ class TwinScanDataGenerator:
         self.frames = 0
         self.last_render_s = 0.0
         self.parked_ms = 0.0  # beam time delivered by parking, total (beam ms)
+        self.last_lit_at: np.ndarray | None = None  # twin nm of the last parked beam that dosed
+        #: (start, end) wall-clock intervals (perf_counter s) of the parked beam's dose, the latest
+        self.lit_log: collections.deque = collections.deque(maxlen=256)
         self.instrument: typing.Any = None
         self._listeners: list[typing.Any] = []
         self._beam_at: np.ndarray | None = None  # twin nm where the parked, unblanked beam sits
@@ -205,6 +210,8 @@ class TwinScanDataGenerator:
             except OutOfFieldError:  # the beam is off the twin's field: no dose counted
                 return 0.0
             self.parked_ms += dt_ms
+            self.last_lit_at = at
+            self.lit_log.append((now - dt_ms * 1e-3 / self.time_scale, now))
             if self._beam_at is None:  # the beam went off: the twin's beam is off too
                 self.twin.blanked = True
             return dt_ms
@@ -434,9 +441,10 @@ def _twin_camera_simulator(instrument: typing.Any, generator: TwinScanDataGenera
                            sensor: typing.Any, render: typing.Callable, energy_axis: typing.Callable | None = None
                            ) -> typing.Any:
     """usim's camera-simulator interface around the twin: each frame is
-    ``render(twin, position_nm, electrons, (rows, cols))`` for the electrons of the exposure
-    with the probe parked and the beam on (the dose itself is delivered by the generator's beam
-    clock); blanked, scanning or off the field, a dark frame. ``energy_axis(n)`` gives the
+    ``render(twin, position_nm, electrons, (rows, cols))`` for the electrons of the time within
+    the exposure that the probe was parked with the beam on (the dose itself is delivered by the
+    generator's beam clock; the frame is rendered at its end, as a camera integrates); blanked,
+    scanning or off the field all through, a dark frame. ``energy_axis(n)`` gives the
     channel energies (eV) of a spectrometer's dispersive axis."""
     from nion.data import Calibration, DataAndMetadata
     from nion.usim_device import CameraSimulator
@@ -455,17 +463,30 @@ def _twin_camera_simulator(instrument: typing.Any, generator: TwinScanDataGenera
 
         def get_frame_data(self, readout_area: typing.Any, binning_shape: typing.Any, exposure_s: float,
                            scan_context: typing.Any, parked_probe_position: typing.Any) -> typing.Any:
+            # usim asks for a frame at its start; a real camera integrates what arrives during the
+            # exposure. So the frame is rendered at its end, for the electrons of the time the
+            # beam was parked and on during it (the generator's beam clock): a beam that goes on
+            # after the frame began lights only the rest of it
             shape = (int(self._sensor_dimensions.height), int(self._sensor_dimensions.width))
             data = np.zeros(shape, np.float32)
+            t_start = time.perf_counter()
+            t_end = t_start + max(float(exposure_s), 0.0)
+            time.sleep(max(float(exposure_s), 0.0))
             with generator.lock:
-                at = generator._beam_position()
-                if at is not None:
-                    twin = generator.twin
-                    electrons = twin.electrons_per_us * exposure_s * 1e6 * generator.time_scale
-                    try:
-                        data[:] = render(twin, (float(at[0]), float(at[1])), electrons, shape)
-                    except (OutOfFieldError, ValueError):
-                        pass
+                generator.settle()
+                # the beam-on time within the frame's nominal window (a sleep overruns it)
+                lit_s = sum(max(0.0, min(b, t_end) - max(a, t_start)) for a, b in generator.lit_log)
+                lit_ms = lit_s * 1e3 * generator.time_scale
+                at = generator.last_lit_at
+            # rendered outside the lock: a blank or a probe move at this moment (its listener
+            # settles the beam clock under the lock) must not wait for the render
+            if at is not None and lit_ms > 0:
+                twin = generator.twin
+                electrons = twin.electrons_per_us * lit_ms * 1e3
+                try:
+                    data[:] = render(twin, (float(at[0]), float(at[1])), electrons, shape)
+                except (OutOfFieldError, ValueError):
+                    pass
             data = self._get_binned_data(data, binning_shape)
             return DataAndMetadata.new_data_and_metadata(
                 data, intensity_calibration=Calibration.Calibration(units="counts"),

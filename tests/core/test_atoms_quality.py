@@ -276,3 +276,27 @@ def test_single_electrons_are_no_columns_but_isolated_atoms_are():
     table, _ = _find(rng.poisson(lam).astype(float))
     d = cKDTree(table.xy).query(xy)[0] if len(table) else np.full(len(xy), np.inf)
     assert np.mean(d < 2.0) >= 0.95 and len(table) <= len(xy) + 1, (len(table), len(xy))
+
+
+def test_neighbour_count_of_an_oblique_cell_does_not_flip_with_position_noise():
+    # |a2| = 1.3 |a1| at 75 degrees: neighbours at 1.0, 1.3 and 1.42 nn. A fixed 1.35 nn radius
+    # falls between the last two, and position errors of 5 % of the spacing flip the count
+    from atomsmith.atoms.quality import neighbour_cutoff, neighbour_fraction
+
+    rng = np.random.default_rng(0)
+    a1 = np.array([8.0, 0.0])
+    a2 = 1.3 * 8.0 * np.array([np.cos(np.deg2rad(75)), np.sin(np.deg2rad(75))])
+    i, j = np.meshgrid(np.arange(-40, 40), np.arange(-40, 40))
+    xy = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2 + 128.0
+    xy = xy[(xy.min(1) > 0) & (xy.max(1) < 256)]
+    noisy = xy + rng.normal(0, 0.4, xy.shape)
+    inner = np.ones(len(noisy), bool)
+    cut = neighbour_cutoff(noisy, inner, 8.0) / 8.0
+    assert 1.5 < cut < 1.8  # the gap between the 1.42 and the next shell (1.86 nn)
+    assert neighbour_fraction(noisy, (256, 256), 8.0) >= 0.95
+    # a triangular lattice (shells at 1.0 and 1.73 nn) keeps the usual 1.35 nn; a square one,
+    # whose diagonal neighbours at 1.41 nn sit close to it, counts them too
+    tri = np.array([[x + 4.0 * (k % 2), k * 8.0 * np.sqrt(3) / 2] for k in range(36) for x in np.arange(0, 256, 8.0)])
+    assert neighbour_cutoff(tri, np.ones(len(tri), bool), 8.0) == pytest.approx(1.35 * 8.0)
+    sq = np.stack(np.meshgrid(np.arange(4, 252, 8.0), np.arange(4, 252, 8.0)), -1).reshape(-1, 2)
+    assert 1.5 < neighbour_cutoff(sq, np.ones(len(sq), bool), 8.0) / 8.0 < 1.9

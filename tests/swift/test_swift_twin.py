@@ -367,8 +367,11 @@ def test_diffraction_through_the_twins_ronchigram_camera(twin_swift):
     assert pattern.ndim == 2 and pattern.shape[0] == pattern.shape[1] >= 64 and ins.blanked
     beam_e = twin.total_electrons - e0  # what the twin's beam clock delivered while the camera ran
     exposure_e = twin.electrons_per_us * 20e3 * 10.0  # 20 ms of exposure on a beam clock 10x the wall clock
-    assert pattern.sum() == pytest.approx(exposure_e, rel=0.02)  # the exposure's electrons
-    assert beam_e >= 0.9 * exposure_e  # the dose counts all the time the beam was on (>= the exposure)
+    # the camera integrates what arrives during its frame: the beam goes on a few ms after the
+    # frame began (the adapter waits for a frame to finish in the dark, then unblanks), so the
+    # pattern holds most of the exposure's electrons, never more than the beam delivered
+    assert 0.6 * exposure_e <= pattern.sum() <= 1.02 * exposure_e
+    assert pattern.sum() <= 1.02 * beam_e
     k = pattern.shape[0] // 64
     small = pattern.reshape(64, k, 64, k).sum(axis=(1, 3))
     reference = twin.diffraction_at(tuple(xy[si]), float(small.sum()))
@@ -466,15 +469,24 @@ def test_stop_blanks_a_long_park_at_once(twin_swift):
 
 
 def test_spectrum_beam_on_time_is_close_to_the_exposure(twin_swift):
-    """The camera is armed with the beam off; the beam is on for the grabbed frame only."""
+    """The camera is armed with the beam off; the beam goes on when a frame finishes in the dark
+    and off when the next is read: on for about one exposure (goal <= 1.2x), and the spectrum
+    holds the electrons the beam delivered in its frame."""
     ctx = twin_swift(seed=6, with_eels=True)
     ins = ctx.handles.nion_instrument()
     xy = (3.0, 3.0)
     ins.subscan(xy, (32, 32), 1.0, 2.0)
-    ratios = []
+    ratios, per_ms = [], []
     for exposure_ms in (20.0, 100.0):
         on0 = ins.beam_on_s
-        ins.acquire_spectrum(xy, exposure_ms)
+        spectrum = ins.acquire_spectrum(xy, exposure_ms)
         ratios.append((ins.beam_on_s - on0) / (exposure_ms * 1e-3))
-    print("beam on / exposure on the twin's Swift camera:", [f"{r:.2f}" for r in ratios])
-    assert ins.blanked and all(0.9 < r < 2.5 for r in ratios)
+        # the frame began a few ms before the unblank: the spectrum says how much of it was lit
+        assert spectrum.beam_ms is not None and 0.6 * exposure_ms <= spectrum.beam_ms <= exposure_ms
+        per_ms.append(spectrum.counts.sum() / spectrum.beam_ms)
+    print("beam on / exposure on the twin's Swift camera:", [f"{r:.2f}" for r in ratios],
+          "counts per lit ms:", [f"{c:.3g}" for c in per_ms])
+    assert per_ms[0] == pytest.approx(per_ms[1], rel=0.15)  # the counts follow the lit time
+    # (benchmarks/beam_safety.py measures it: 1.05-1.15; generous here for a loaded CI machine;
+    # before the beam was timed to one exposure: 1.4-2.5)
+    assert ins.blanked and all(0.9 < r < 1.5 for r in ratios)
