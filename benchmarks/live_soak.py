@@ -15,8 +15,9 @@ both live computations are attached to it. The frames come from a pool of 12 twi
 - Abort: a part-written frame (the scan stopped at row 30) and an all-zero frame are written
   last; the overlay must still show the last good result ("kept on Abort": yes / no).
 
-Usage: ``python benchmarks/live_soak.py [--frames-128 N] [--frames-512 N]`` (~3 min with the
-defaults on 2 cores).
+Usage: ``python benchmarks/live_soak.py [--frames-128 N] [--frames-512 N] [--trim-every N]``
+(~5-10 min with the defaults on 2 cores; ``--trim-every 0`` turns off the workers' hand-back
+of freed heap memory, for an A/B).
 """
 
 from __future__ import annotations
@@ -135,7 +136,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames-128", type=int, default=1000)
     ap.add_argument("--frames-512", type=int, default=200)
+    ap.add_argument("--trim-every", type=int, default=None,
+                    help="frames between hand-backs of freed heap memory (live.TRIM_EVERY; 0: never)")
     args = ap.parse_args()
+    if args.trim_every is not None:
+        from nionswift_plugin.atomsmith import live
+
+        live.TRIM_EVERY = args.trim_every if args.trim_every > 0 else 10**12
     warnings.simplefilter("ignore")
     import tempfile
 

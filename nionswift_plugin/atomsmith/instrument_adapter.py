@@ -523,7 +523,9 @@ def _frame_lag_s(frames: typing.Any) -> float | None:
 
     try:
         ts = frames[0].timestamp
-        now = datetime.datetime.now(datetime.timezone.utc) if ts.tzinfo else datetime.datetime.utcnow()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if ts.tzinfo is None:  # Swift's timestamps: naive UTC
+            now = now.replace(tzinfo=None)
         return max(0.0, (now - ts).total_seconds())
     except Exception:  # noqa: BLE001  (no frame, no timestamp: not aligned)
         return None

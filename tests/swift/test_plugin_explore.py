@@ -312,3 +312,37 @@ def test_the_panels_time_limit_ends_the_run(explore):
     n = len(MeasurementLog(runner.run_dir).read())
     assert 1 <= n < 1000 and view.status_label.text.startswith(f"finished: {n}/1000")
     assert e.ctx.instrument.GetVal("C_Blank") == 1.0
+
+
+@pytest.mark.parametrize("method,k,when", [("acquire_spectrum", 3, "before"), ("acquire_spectrum", 3, "after"),
+                                           ("blank", None, "before")])
+def test_fault_matrix_through_the_automated_experiment_runner(explore, method, k, when):
+    # Swift's NionInstrument over the twin's devices, failing before or after the k-th call:
+    # the error reaches the user (an alarm for a blank that fails), the beam ends blanked, and
+    # every spectrum that reached the loop is on disk
+    from atomsmith.instrument.faults import FaultyInstrument
+    from nionswift_plugin.atomsmith.instrument_adapter import instrument_for
+
+    e = explore(2, time_scale=10.0)
+    runner = e.runner
+    made = []
+
+    def factory(data_item):
+        inner = instrument_for(runner.api, data_item, None, runner.instrument_kwargs, eels=True)
+        made.append(FaultyInstrument(inner, method, k, when))
+        return made[-1]
+
+    runner.instrument_factory = factory
+    runner.budget = 8
+    runner.learner_kwargs = {"n_seed": 4, "exposure_ms": 10.0, "patch_px": 8}
+    runner.start(e.win)
+    _pump(e.dc, runner)
+    assert made and made[0].calls >= 1 and runner.error, runner.error
+    if method == "blank":
+        assert "BEAM NOT BLANKED" in runner.error or "BeamSafetyError" in runner.error
+    else:
+        assert "failed (call 3" in runner.error
+        _beam_safe(e.ctx)
+        assert len(runner.measurements) == 2  # the spectra before the failing call
+    stored = MeasurementLog(runner.run_dir).read() if runner.run_dir is not None else []
+    assert len(stored) == len(runner.measurements)

@@ -158,3 +158,30 @@ def test_the_field_follows_the_frame_calibration():
     assert field_from_frame(frame(-100.0, 200, 1.0, "Å")) == pytest.approx((22.0, 22.0))
     with pytest.raises(ValueError, match="not a length"):
         field_from_frame(frame(0.0, 10, 1.0, ""))
+
+
+@pytest.mark.parametrize("method,k,when", [("subscan", 1, "before"), ("subscan", 2, "after"),
+                                           ("park_probe", 1, "before"), ("park_probe", 2, "after"),
+                                           ("blank", None, "before")])
+def test_fault_matrix_through_the_move_dopant_runner(swift, method, k, when):
+    # the Swift runner, not only the core loop: after a fault before or after the k-th call the
+    # beam is blanked (or the run raises the alarm), every frame the loop took is in the library
+    # (one per step the result holds), and the error reaches the user, never Swift
+    from atomsmith.instrument.faults import FaultyInstrument
+
+    dc, ext, api = swift
+    ins = SimulatedInstrument(seed=5)
+    win, _ = _setup(dc, api, ins, seed=5)
+    faulty = FaultyInstrument(ins, method, k, when)
+    mover = ext.handlers["move_dopant"]
+    mover.instrument_factory = lambda data_item: faulty
+    mover.menu_item_execute(win)
+    _finish(dc, mover)
+    assert faulty.calls >= 1 and mover.error is not None
+    if method == "blank":
+        assert mover.error.startswith("BEAM NOT BLANKED")  # the alarm, not a success
+    else:
+        assert "failed (call" in mover.error and ins.blanked
+    steps = [] if mover.result is None else mover.result.steps
+    assert len(mover.recorded) == len(steps)
+    assert mover.result is None or not mover.result.success
