@@ -10,7 +10,11 @@
    a 5 s park in a worker thread, Stop (abort event + blank from another thread) after 0.2 s;
    time until ``C_Blank`` reads 1, time until the park returned, beam-on time counted. 10 trials.
 3. Beam on / exposure for spectra through the twin's Swift EELS camera (20 and 100 ms), from the
-   adapter's beam-on clock. usim's own EELS camera is not measured here.
+   adapter's beam-on clock.
+4. The same through usim's own EELS camera (usim's devices, no twin), with the default for
+   usim's cameras (``frame_aligned`` off: they render a frame from the blanker's state at its
+   start) and with ``frame_aligned=True``, and whether the spectra differ (usim's EELS
+   simulator ignores the blanker).
 
 Usage: ``python benchmarks/beam_safety.py`` (about a minute on 2 cores; runs Swift headless in a
 temporary directory).
@@ -162,6 +166,38 @@ def swift_figures(tmp):
         asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+def usim_figures(tmp: str) -> dict:
+    """Beam on / exposure through usim's own EELS camera: {(frame_aligned, exposure ms): [ratios]},
+    and the spectra's total counts per setting."""
+    from nion.instrumentation.test import AcquisitionTestContext
+    from nion.swift import Facade
+    from nion.swift.test import TestContext
+    from nion.usim_device import DeviceConfiguration
+
+    from nionswift_plugin.atomsmith.instrument_adapter import NionInstrument
+
+    os.chdir(tmp)
+    Facade.initialize()
+    setup = TestContext.TestSetup(set_global=True)  # noqa: F841  (owns the event loop)
+    cfg = DeviceConfiguration.AcquisitionContextConfiguration(sample_index=1)
+    ctx = AcquisitionTestContext.AcquisitionTestContext(cfg, is_app=True)
+    out: dict = {}
+    try:
+        for aligned in (None, True):
+            ins = NionInstrument("usim_scan_device", "usim_stem_controller", eels_camera_id="usim_eels_camera",
+                                 frame_aligned=aligned)
+            for exposure in (20.0, 100.0):
+                for _ in range(3):
+                    on0 = ins.beam_on_s
+                    spectrum = ins.acquire_spectrum((1.0, 1.0), exposure)
+                    out.setdefault((aligned, exposure), []).append(
+                        ((ins.beam_on_s - on0) / (exposure * 1e-3), float(spectrum.counts.sum())))
+    finally:
+        ctx.close()
+        asyncio.set_event_loop(asyncio.new_event_loop())
+    return out
+
+
 def main() -> None:
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
@@ -175,6 +211,7 @@ def main() -> None:
         cwd = os.getcwd()
         try:
             lat_blank, lat_return, on_ms, ratios, blanked = swift_figures(tmp)
+            usim = usim_figures(tmp)
         finally:
             os.chdir(cwd)
     print("\n2. Stop during a 5 s park (headless Swift, the twin's devices, NionInstrument), 10 trials")
@@ -185,6 +222,11 @@ def main() -> None:
     print("\n3. beam on / exposure, spectra through the twin's Swift EELS camera (3 each)")
     for exposure, r in ratios.items():
         print(f"   {exposure:.0f} ms: " + ", ".join(f"{v:.2f}" for v in r) + " (goal <= 1.2)")
+    print("\n4. beam on / exposure through usim's own EELS camera (3 each; mean total counts)")
+    for (aligned, exposure), r in usim.items():
+        how = "default for usim (not frame-aligned)" if aligned is None else "frame_aligned=True"
+        print(f"   {how:<38} {exposure:>4.0f} ms: " + ", ".join(f"{v:.2f}" for v, _ in r)
+              + f"; counts {np.mean([c for _, c in r]):.4g}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
