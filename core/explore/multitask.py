@@ -133,11 +133,20 @@ class _MultiTaskBase:
         t = self._check_task(task, len(X), self.num_tasks_)
         return np.column_stack([X, t]).astype(np.float32)
 
-    def _unstandardise(self, means: list, vars_: list) -> tuple[np.ndarray, np.ndarray]:
-        """Batched posterior means and variances joined, in the caller's target units."""
+    def _unstandardise(self, means: list, vars_: list, task: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Batched posterior means and latent variances joined, in the caller's target units;
+        with ``task`` (each point's task) the fitted noise of its task added.
+
+        The latent variance is clipped at 0 first: gpax works in float32, and where a task is
+        densely sampled its variance (~1e-4 of the prior) is below that arithmetic's error, so it
+        comes back slightly negative on some machines; a noisy variance taken from gpax's own
+        ``noiseless=False`` posterior then lost the task's noise to the clip."""
         mean = np.concatenate(means) * self.y_std_ + self.y_mean_
-        var = np.clip(np.concatenate(vars_), 0.0, None) * self.y_std_ ** 2
-        return mean, var
+        var = np.clip(np.concatenate(vars_), 0.0, None)
+        if task is not None:
+            noise = np.asarray(self.params_["noise"], np.float64).ravel()
+            var = var + (noise[np.asarray(task, int)] if noise.size > 1 else float(noise[0]))
+        return mean, var * self.y_std_ ** 2
 
     def _require_fit(self) -> None:
         if self._model is None or self.params_ is None:
@@ -243,10 +252,10 @@ class MultiTaskGPRegressor(_MultiTaskBase):
         means, vars_ = [], []
         for i in range(0, len(Xa), max(1, int(batch_size))):
             mean, cov = self._model.get_mvn_posterior(jnp.asarray(Xa[i:i + batch_size]), self.params_,
-                                                      noiseless, jitter=self.jitter)
+                                                      True, jitter=self.jitter)
             means.append(np.asarray(mean, np.float64))
             vars_.append(np.asarray(jnp.diagonal(cov), np.float64))
-        return self._unstandardise(means, vars_)
+        return self._unstandardise(means, vars_, None if noiseless else Xa[:, -1])
 
 
 class MultiTaskDKLRegressor(_MultiTaskBase):
@@ -362,7 +371,7 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
         from .engine import capacity_for  # noqa: PLC0415
 
         Xa = self._predict_inputs(X, task)
-        fn = self._posterior_fn(bool(noiseless))
+        fn = self._posterior_fn(True)  # (the task noise is added below, after the clip)
         bs = max(1, int(batch_size))
         means, vars_ = [], []
         for i in range(0, len(Xa), bs):
@@ -373,7 +382,7 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
             mean, var = fn(padded, self.nn_params_, self.params_)
             means.append(np.asarray(mean, np.float64)[:len(chunk)])
             vars_.append(np.asarray(var, np.float64)[:len(chunk)])
-        return self._unstandardise(means, vars_)
+        return self._unstandardise(means, vars_, None if noiseless else Xa[:, -1])
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         """Latent coordinates ``nn(X)`` (m, z_dim) of the fitted network."""
