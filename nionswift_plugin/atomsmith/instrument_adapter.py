@@ -102,6 +102,8 @@ class NionInstrument:
             would be dark): the beam is then on for the rest of the running frame and the whole
             next one (1-2 exposures). None (default): False for usim's cameras (ids starting
             ``usim_``), True for all others (a camera integrates what arrives in its frame).
+            Exposures under ``MIN_ALIGNED_EXPOSURE_MS`` (20 ms) are never aligned: on a loaded
+            machine the delay before the unblank can be a whole short frame.
     """
 
     def __init__(self, scan: typing.Any = TWIN_SCAN_ID, stem_controller: typing.Any = TWIN_STEM_ID, *,
@@ -435,6 +437,9 @@ class NionInstrument:
             # beam at its start (usim's own simulators)
             timeout = max(10.0, 5 * exposure_ms * 1e-3)
             aligned = (not str(camera_id).startswith("usim_")) if self.frame_aligned is None else bool(self.frame_aligned)
+            # below MIN_ALIGNED_EXPOSURE_MS the few ms a loaded machine takes between a frame's
+            # hand-over and the unblank can be the whole next frame (read dark): the old way
+            aligned = aligned and exposure_ms >= MIN_ALIGNED_EXPOSURE_MS
             cam.start_playing(sync_timeout=5.0)
             try:
                 if aligned:
@@ -514,6 +519,8 @@ class NionInstrument:
 MAX_FRAME_LAG = 0.3
 #: dark frames tried for one handed over in time (a camera's first frames after it starts are late)
 SYNC_FRAMES = 4
+#: the shortest exposure (ms) taken frame-aligned (see ``frame_aligned``)
+MIN_ALIGNED_EXPOSURE_MS = 20.0
 
 
 def _frame_lag_s(frames: typing.Any) -> float | None:
