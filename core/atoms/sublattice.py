@@ -21,6 +21,7 @@ The three passes over one frame (:func:`weak_off_lattice`, :func:`find_missed_su
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,7 @@ class LatticeSites:
         mat = lat.matrix_px
         if not np.isfinite(mat).all() or abs(np.linalg.det(mat)) < 1e-6:
             return None
-        ideal, d = _nearest_site(xy, mat, lat.origin_px, lat.basis_frac)
+        ideal, d, _ = _nearest_site(xy, mat, lat.origin_px, lat.basis_frac)
         on = d <= 0.3 * nn_px
         if on.sum() < 6:
             return None
@@ -122,8 +123,8 @@ class LatticeSites:
         """Fractional cell coordinates (modulo 1) of ``p`` after the local correction."""
         return ((p - self.correction(p) - self.origin_px) @ np.linalg.inv(self.matrix_px).T) % 1.0
 
-    def nearest_site(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ideal position of the nearest basis site, distance), uncorrected."""
+    def nearest_site(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ideal position of the nearest basis site, distance, index of the basis site), uncorrected."""
         return _nearest_site(p, self.matrix_px, self.origin_px, self.basis_frac)
 
     def sites(self, offset: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -142,24 +143,18 @@ class LatticeSites:
 
 
 def _nearest_site(p: np.ndarray, mat: np.ndarray, origin: np.ndarray, basis: np.ndarray):
+    """(ideal position of the nearest basis site, distance, index of that basis site), uncorrected."""
     frac = (p - origin) @ np.linalg.inv(mat).T
-    best, best_d = None, None
-    for b in basis:
+    best, best_d, which = None, None, np.zeros(len(p), int)
+    for k, b in enumerate(basis):
         ideal = (np.round(frac - b) + b) @ mat.T + origin
         d = np.hypot(*(p - ideal).T)
         if best is None:
             best, best_d = ideal, d
         else:
             closer = d < best_d
-            best[closer], best_d[closer] = ideal[closer], d[closer]
-    return best, best_d
-
-
-def _basis_index(p: np.ndarray, lat: LatticeSites) -> np.ndarray:
-    """Index of the basis site of ``lat`` nearest each point of ``p`` (uncorrected)."""
-    frac = (p - lat.origin_px) @ np.linalg.inv(lat.matrix_px).T
-    d = [np.hypot(*(((frac - b + 0.5) % 1.0 - 0.5) @ lat.matrix_px.T).T) for b in lat.basis_frac]
-    return np.argmin(np.stack(d), axis=0)
+            best[closer], best_d[closer], which[closer] = ideal[closer], d[closer], k
+    return best, best_d, which
 
 
 def sublattice_significance(image: np.ndarray, xy_kept: np.ndarray, xy_rest: np.ndarray, nn_px: float,
@@ -180,8 +175,8 @@ def sublattice_significance(image: np.ndarray, xy_kept: np.ndarray, xy_rest: np.
     lat = LatticeSites.fit(allxy, np.shape(image), nn_px, n_fit=400)
     if lat is None:
         return float("nan")
-    ideal_k, d_k = lat.nearest_site(xy_kept)
-    ideal_r, d_r = lat.nearest_site(xy_rest)
+    ideal_k, d_k, _ = lat.nearest_site(xy_kept)
+    ideal_r, d_r, _ = lat.nearest_site(xy_rest)
     on_k = d_k <= 0.3 * nn_px
     if on_k.sum() < 6:
         return float("nan")
@@ -302,8 +297,7 @@ def _log_view(image: np.ndarray, xy: np.ndarray, sigma: float) -> _LogView | Non
     # only 1-2 noise sigmas, and the bare percentile is mostly noise (a relative test of a
     # missed sublattice against it would then depend on the dose, not on the columns)
     z = view.z(xy[at])
-    ref = max(float(np.percentile(z, 75)) - 0.674, float(np.median(z)))
-    return _LogView(nn, t, view.noise, blobs, r0, c0, log, ref)
+    return dataclasses.replace(view, ref=max(float(np.percentile(z, 75)) - 0.674, float(np.median(z))))
 
 
 def _pair_spread(z: np.ndarray, ij: np.ndarray) -> float:
@@ -404,7 +398,8 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     # the differences between sites one cell apart (along a1 and along a2, the larger). This
     # holds correlated noise (scan-line offsets, which the Laplacian across rows amplifies)
     # that the white-noise figure misses, and not a smooth gradient
-    z = raw / max(1.0, _pair_spread(raw, ij[inside]))
+    spread = max(1.0, _pair_spread(raw, ij[inside]))
+    z = raw / spread
     significance = float(np.mean(z) * np.sqrt(len(z)))
     if significance < Z_MISSED:
         return None
@@ -416,7 +411,7 @@ def find_missed_sublattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     if not relative >= MIN_RELATIVE_LOG:
         # the median's standard error (1.25 sigma / sqrt(n)) relative to the bright columns: at
         # a low dose and a 0.7 px Laplacian it is 0.02-0.03, as large as the margin
-        se = 1.2533 * max(1.0, _pair_spread(raw, ij[inside])) / np.sqrt(len(raw)) / ref if ref > 0 else np.inf
+        se = 1.2533 * spread / np.sqrt(len(raw)) / ref if ref > 0 else np.inf
         if np.isfinite(relative) and relative + 2 * se >= MIN_RELATIVE_LOG:
             return MissedSublattice(sites, significance, float(occupancy_z), offset, relative, accepted=False)
         return None
@@ -472,33 +467,35 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     for b in lat.basis_frac:
         sites, ij = lat.sites(b, (h, w))
         inside = (sites[:, 0] >= m) & (sites[:, 0] < w - 1 - m) & (sites[:, 1] >= m) & (sites[:, 1] < h - 1 - m)
-        vacant = inside & (tree.query(sites)[0] > 0.3 * nn)
+        sites, ij = sites[inside], ij[inside]
+        vacant = tree.query(sites)[0] > 0.3 * nn
         if vacant.sum() < 3:
             continue
-        sites, ij = sites[vacant], ij[vacant]
-        z = ndimage.map_coordinates(whole, [sites[:, 1], sites[:, 0]], order=1) / view.noise
-        zn = z / max(1.0, _pair_spread(z, ij))
+        z_all = ndimage.map_coordinates(whole, [sites[:, 1], sites[:, 0]], order=1) / view.noise
+        z = z_all[vacant]
+        zn = z / max(1.0, _pair_spread(z, ij[vacant]))
         if np.mean(zn) * np.sqrt(len(zn)) < Z_MISSED or not np.median(z) >= MIN_RELATIVE_LOG * ref:
             continue
-        every, _ = lat.sites(b, (h, w))
-        every = every[(every[:, 0] >= m) & (every[:, 0] < w - 1 - m) & (every[:, 1] >= m) & (every[:, 1] < h - 1 - m)]
-        z_all = ndimage.map_coordinates(whole, [every[:, 1], every[:, 0]], order=1) / view.noise
-        out.append(sites[_holds_column(z_all, z) | (zn >= Z_FILL)])
+        out.append(sites[vacant][_holds_column(z_all, z) | (zn >= Z_FILL)])
     return np.vstack(out) if out else empty
 
 
+def _mixture_terms(z: np.ndarray, mu1: float, s: float, p0: float) -> tuple[np.ndarray, np.ndarray]:
+    """(column, vacancy) weighted likelihoods of ``z`` (a common factor left out): columns
+    N(mu1, s) with weight 1 - p0, vacancies N(0, s) with weight p0."""
+    return (1 - p0) * np.exp(-0.5 * ((z - mu1) / s) ** 2), p0 * np.exp(-0.5 * (z / s) ** 2)
+
+
 def _column_mixture(z: np.ndarray, mu1: float, s: float, p0: float, iterations: int):
-    """EM fit of columns N(mu1, s) and vacancies N(0, s) with vacancy fraction p0, from the given
-    start: (mu1, s, p0, log-likelihood)."""
+    """EM fit of :func:`_mixture_terms` from the given start: (mu1, s, p0, log-likelihood)."""
     for _ in range(iterations):
-        l1 = (1 - p0) * np.exp(-0.5 * ((z - mu1) / s) ** 2)
-        l0 = p0 * np.exp(-0.5 * (z / s) ** 2)
+        l1, l0 = _mixture_terms(z, mu1, s, p0)
         r1 = l1 / np.maximum(l0 + l1, 1e-300)
         p0 = float(np.clip(1 - r1.mean(), 1e-3, 0.999))
         mu1 = float(np.sum(r1 * z) / max(r1.sum(), 1e-9))
         s = max(float(np.sqrt(np.sum((1 - r1) * z**2 + r1 * (z - mu1) ** 2) / len(z))), 1e-9)
-    like = (1 - p0) * np.exp(-0.5 * ((z - mu1) / s) ** 2) + p0 * np.exp(-0.5 * (z / s) ** 2)
-    return mu1, s, p0, float(np.sum(np.log(np.maximum(like, 1e-300))) - len(z) * np.log(s))
+    l1, l0 = _mixture_terms(z, mu1, s, p0)
+    return mu1, s, p0, float(np.sum(np.log(np.maximum(l1 + l0, 1e-300))) - len(z) * np.log(s))
 
 
 def _holds_column(z_all: np.ndarray, z: np.ndarray, iterations: int = 50) -> np.ndarray:
@@ -524,7 +521,8 @@ def _holds_column(z_all: np.ndarray, z: np.ndarray, iterations: int = 50) -> np.
                         key=lambda fit: fit[3])
     if not mu1 >= 2 * s:
         return np.zeros(len(z), bool)
-    return (1 - p0) * np.exp(-0.5 * ((z - mu1) / s) ** 2) > p0 * np.exp(-0.5 * (z / s) ** 2)
+    l1, l0 = _mixture_terms(z, mu1, s, p0)
+    return l1 > l0
 
 
 def weak_off_lattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
@@ -564,7 +562,7 @@ def weak_off_lattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     lat = LatticeSites.fit(xy if lattice_xy is None else lattice_xy, np.shape(image))
     if lat is None:
         return out
-    ideal, _ = lat.nearest_site(xy)
+    ideal, _, which = lat.nearest_site(xy)
     on = np.hypot(*(xy - ideal - lat.correction(ideal)).T) <= 0.3 * nn
     if on.mean() < 0.8:
         return out
@@ -573,7 +571,6 @@ def weak_off_lattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     # all together): a noise maximum, wherever it lies (on the sites the lattice extends into a
     # hole, in vacuum beside the crystal), not a column. At a low dose, where the columns
     # themselves stand only a few sigmas up, this only acts on clear dips
-    which = _basis_index(xy, lat)
     for b in range(len(lat.basis_frac)):
         z_on = z[on & interior & (which == b)]
         if len(z_on) >= 10:
@@ -591,7 +588,7 @@ def weak_off_lattice(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     # columns on one side only
     reach = 1.2 * float(np.max(np.hypot(*lat.matrix_px)))
     xy_on = xy[on]
-    for i, nb in zip(cand, cKDTree(xy_on).query_ball_point(xy[cand], reach)):
+    for i, nb in zip(cand, cKDTree(xy_on).query_ball_point(xy[cand], reach), strict=True):
         if len(nb) < 3 or out[i]:
             continue
         ang = np.sort(np.arctan2(*(xy_on[nb] - xy[i]).T[::-1]))

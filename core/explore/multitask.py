@@ -308,7 +308,7 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
         self.z_dim = int(z_dim)
         self.nn = nn
         self.nn_params_: dict | None = None
-        self._posterior_fns: dict = {}
+        self._posterior_jit = None  # the jitted noiseless posterior of the current fit
 
     # -------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: np.ndarray, task: np.ndarray) -> MultiTaskDKLRegressor:
@@ -340,25 +340,26 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
         self._model, self.params_, self.nn_params_ = model, dict(k_params), nn_params
         self.losses_ = np.asarray(losses)
         self.num_tasks_, self.input_dim_ = num_tasks, d
-        self._posterior_fns = {}
+        self._posterior_jit = None
         return self
 
     # -------------------------------------------------------------- prediction
-    def _posterior_fn(self, noiseless: bool):  # noqa: ANN202
-        """gpax's ``get_mvn_posterior`` under ``jit`` (mean and the covariance diagonal); eager it
-        takes seconds for a few hundred points."""
+    def _posterior_fn(self):  # noqa: ANN202
+        """gpax's noiseless ``get_mvn_posterior`` under ``jit`` (mean and the covariance diagonal;
+        the task noise is added after the clip, see ``_unstandardise``); eager it takes seconds
+        for a few hundred points."""
         import jax  # noqa: PLC0415
         import jax.numpy as jnp  # noqa: PLC0415
 
-        if noiseless not in self._posterior_fns:
+        if self._posterior_jit is None:
             model, jitter = self._model, self.jitter
 
             def post(Xa, nn_params, k_params):  # noqa: ANN001, ANN202
-                mean, cov = model.get_mvn_posterior(Xa, nn_params, k_params, noiseless, jitter=jitter)
+                mean, cov = model.get_mvn_posterior(Xa, nn_params, k_params, True, jitter=jitter)
                 return mean, jnp.diagonal(cov)
 
-            self._posterior_fns[noiseless] = jax.jit(post)
-        return self._posterior_fns[noiseless]
+            self._posterior_jit = jax.jit(post)
+        return self._posterior_jit
 
     def predict(self, X: np.ndarray, task, *, noiseless: bool = True,
                 batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -371,7 +372,7 @@ class MultiTaskDKLRegressor(_MultiTaskBase):
         from .engine import capacity_for  # noqa: PLC0415
 
         Xa = self._predict_inputs(X, task)
-        fn = self._posterior_fn(True)  # (the task noise is added below, after the clip)
+        fn = self._posterior_fn()
         bs = max(1, int(batch_size))
         means, vars_ = [], []
         for i in range(0, len(Xa), bs):

@@ -442,16 +442,8 @@ class NionInstrument:
             aligned = aligned and exposure_ms >= MIN_ALIGNED_EXPOSURE_MS
             cam.start_playing(sync_timeout=5.0)
             try:
-                if aligned:
-                    # (when Swift handed that frame over late, the next one may be nearly over:
-                    # the next frames are tried, in the dark; failing that the beam stays on for
-                    # the whole frame after the running one instead)
-                    for _ in range(SYNC_FRAMES):
-                        lag = _frame_lag_s(cam.grab_next_to_finish(timeout=timeout))
-                        frame_start = time.perf_counter() - (lag or 0.0)
-                        if lag is None or lag <= MAX_FRAME_LAG * exposure_ms * 1e-3:
-                            break
-                    aligned = lag is not None and lag <= MAX_FRAME_LAG * exposure_ms * 1e-3
+                frame_start = _next_frame_start(cam, exposure_ms, timeout) if aligned else None
+                aligned = frame_start is not None
                 if aligned:
                     got: dict[str, typing.Any] = {}
 
@@ -523,6 +515,20 @@ SYNC_FRAMES = 4
 MIN_ALIGNED_EXPOSURE_MS = 20.0
 
 
+def _next_frame_start(cam: typing.Any, exposure_ms: float, timeout: float) -> float | None:
+    """Wait, in the dark, for a frame of the playing camera ``cam`` handed over within
+    ``MAX_FRAME_LAG`` exposures of its end; returns when the next frame began (perf_counter s),
+    or None when none of ``SYNC_FRAMES`` was (a frame handed over late leaves the next one
+    nearly over) or a frame has no timestamp."""
+    for _ in range(SYNC_FRAMES):
+        lag = _frame_lag_s(cam.grab_next_to_finish(timeout=timeout))
+        if lag is None:
+            return None
+        if lag <= MAX_FRAME_LAG * exposure_ms * 1e-3:
+            return time.perf_counter() - lag
+    return None
+
+
 def _frame_lag_s(frames: typing.Any) -> float | None:
     """Seconds between the end of a grabbed frame (its timestamp, UTC) and now; None when it has
     no timestamp."""
@@ -530,7 +536,7 @@ def _frame_lag_s(frames: typing.Any) -> float | None:
 
     try:
         ts = frames[0].timestamp
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         if ts.tzinfo is None:  # Swift's timestamps: naive UTC
             now = now.replace(tzinfo=None)
         return max(0.0, (now - ts).total_seconds())

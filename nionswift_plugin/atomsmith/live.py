@@ -27,6 +27,7 @@ ignored unanalysed. The lattice scale is reused from a good frame only (see ``_p
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -648,26 +649,27 @@ def return_freed_memory() -> bool:
     outside Python's allocator and ``tracemalloc``); glibc keeps the freed pages in the middle
     of its heaps, so the process's resident memory creeps up over thousands of frames although
     nothing is held. Called every ``TRIM_EVERY`` frames (~1 ms each)."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-        import sys
-
-        _LIBC = False
-        if sys.platform.startswith("linux"):
-            try:
-                lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                _LIBC = lib if hasattr(lib, "malloc_trim") else False
-            except OSError:
-                _LIBC = False
-    if not _LIBC:
+    libc = _glibc()
+    if libc is None:
         return False
-    _LIBC.malloc_trim(0)
+    libc.malloc_trim(0)
     return True
 
 
-_LIBC: typing.Any = None
+@functools.cache
+def _glibc() -> typing.Any:
+    """The C library when it has ``malloc_trim`` (glibc on Linux), else None."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return lib if hasattr(lib, "malloc_trim") else None
 
 
 def _call_on_ui_thread(computation: typing.Any, fn: typing.Callable[[], None]) -> None:

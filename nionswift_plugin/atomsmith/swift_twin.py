@@ -55,9 +55,9 @@ usim cameras still see usim's sample.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
-import collections
 import threading
 import time
 import typing
