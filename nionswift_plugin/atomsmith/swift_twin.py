@@ -92,6 +92,7 @@ class TwinScanDataGenerator:
         self.last_lit_at: np.ndarray | None = None  # twin nm of the last parked beam that dosed
         #: (start, end) wall-clock intervals (perf_counter s) of the parked beam's dose, the latest
         self.lit_log: collections.deque = collections.deque(maxlen=256)
+        self.frame_lit_log: collections.deque = collections.deque(maxlen=256)  # camera frames: (start s, end s, lit ms)
         self.instrument: typing.Any = None
         self._listeners: list[typing.Any] = []
         self._beam_at: np.ndarray | None = None  # twin nm where the parked, unblanked beam sits
@@ -478,6 +479,7 @@ def _twin_camera_simulator(instrument: typing.Any, generator: TwinScanDataGenera
                 lit_s = sum(max(0.0, min(b, t_end) - max(a, t_start)) for a, b in generator.lit_log)
                 lit_ms = lit_s * 1e3 * generator.time_scale
                 at = generator.last_lit_at
+                generator.frame_lit_log.append((t_start, t_end, lit_ms))
             # rendered outside the lock: a blank or a probe move at this moment (its listener
             # settles the beam clock under the lock) must not wait for the render
             if at is not None and lit_ms > 0:
