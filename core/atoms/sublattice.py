@@ -64,6 +64,8 @@ Z_FILL_TRIGGER = 4.0
 _FIT_COLUMNS = 120
 #: LoG smoothing (fraction of the nearest-column distance), crop for the search (px)
 _LOG_SCALE = 0.1
+#: LoG scales (fractions of nn) tried for the vacant-site pass (:func:`_matched_log_view`)
+_FILL_SCALES = (0.1, 0.175, 0.25)
 _LOG_MIN_PX = 0.7
 _CROP_PX = 256
 
@@ -278,15 +280,16 @@ class _LogView:
         return ndimage.map_coordinates(self.log, [p[:, 1] - self.r0, p[:, 0] - self.c0], order=1) / self.noise
 
 
-def _log_view(image: np.ndarray, xy: np.ndarray, sigma: float) -> _LogView | None:
+def _log_view(image: np.ndarray, xy: np.ndarray, sigma: float, scale: float = _LOG_SCALE) -> _LogView | None:
     """The :class:`_LogView` of found columns ``xy`` (at least 20, 3 px apart or more, some of
-    them in the crop), or None. ``image`` is the caller's own array (memo key)."""
+    them in the crop) at LoG scale ``scale`` nn, or None. ``image`` is the caller's own array
+    (memo key)."""
     if len(xy) < 20 or not np.isfinite(sigma) or sigma <= 0:
         return None
     nn = nearest_distance(xy)
     if not np.isfinite(nn) or nn < 3.0:
         return None
-    t = max(_LOG_MIN_PX, _LOG_SCALE * nn)
+    t = max(_LOG_MIN_PX, scale * nn)
     blobs, r0, c0, log = _log_maxima(image, t, _crop_side(nn), nn)
     view = _LogView(nn, t, sigma * _log_noise(t), blobs, r0, c0, log, float("nan"))
     at = view.in_crop(xy)
@@ -298,6 +301,26 @@ def _log_view(image: np.ndarray, xy: np.ndarray, sigma: float) -> _LogView | Non
     # missed sublattice against it would then depend on the dose, not on the columns)
     z = view.z(xy[at])
     return dataclasses.replace(view, ref=max(float(np.percentile(z, 75)) - 0.674, float(np.median(z))))
+
+
+def _matched_log_view(image: np.ndarray, xy: np.ndarray, sigma: float) -> _LogView | None:
+    """The :class:`_LogView` at the scale of ``_FILL_SCALES`` (fractions of nn) where the found
+    columns stand highest above the noise (their median LoG, noise sigmas).
+
+    A vacant site is judged by the columns' own evidence: a matched filter. The 0.1 nn scale
+    that parts a shoulder column from its bright neighbour is a poor match for wide columns:
+    at sigma 0.35 nn and ~50 counts a column's 0.1 nn Laplacian is ~1 noise sigma and the
+    columns the network missed (6 % on a triangular lattice 8 px apart) could not be told from
+    vacancies; at 0.25 nn they stand ~4 sigma. The scale stays below 0.3 nn, where the
+    neighbours' surround keeps a true vacancy's Laplacian negative."""
+    best = None
+    for scale in _FILL_SCALES:
+        view = _log_view(image, xy, sigma, scale)
+        if view is None:
+            return None
+        if best is None or view.ref > best.ref:
+            best = view
+    return best
 
 
 def _pair_spread(z: np.ndarray, ij: np.ndarray) -> float:
@@ -433,7 +456,7 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     Where a network reports part of a sublattice of shoulder columns, the rest are vacant sites
     of the lattice fitted to the found columns. The vacant sites of each basis site are judged
     together, like a missed sublattice (:func:`find_missed_sublattice`): their Laplacian of
-    Gaussian (scale 0.1 nn) must stand ``Z_MISSED`` sigmas above the noise (measured between
+    Gaussian must stand ``Z_MISSED`` sigmas above the noise (measured between
     sites one cell apart) and reach 12 % of the bright found columns'. Of a group that
     passes, the sites whose own Laplacian reaches ``Z_FILL`` sigmas are filled, and those that
     the mixture of columns and vacancies over all sites of the sublattice more likely makes a
@@ -441,22 +464,46 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     site, and where the sublattice has few vacancies less evidence is needed). A true vacancy
     (no column: convex, a negative Laplacian) is not filled, nor are most sites of an empty
     region (its sites are the mixture's vacancies; about 2 % pass ``Z_FILL`` by chance, and
-    only where the group as a whole does). Quick when
-    there is nothing to fill: the lattice is fitted only when the central crop shows at least 3
-    blobs of ``Z_FILL_TRIGGER`` sigmas and 12 % of a column away from the found columns.
+    only where the group as a whole does).
+
+    Two Laplacian scales, their filled sites together: 0.1 nn (a shoulder column beside a
+    bright one) and the scale where the found columns stand highest above the noise
+    (:func:`_matched_log_view`; wide columns at a low dose). Quick when there is nothing to
+    fill: the lattice is fitted only when the central crop shows at least 3 blobs of
+    ``Z_FILL_TRIGGER`` sigmas (at the matched scale: or 60 % of the found columns' level, where
+    that is lower) and
+    12 % of a column away from the found columns.
     """
     xy = np.asarray(xy, float).reshape(-1, 2)
     empty = np.zeros((0, 2))
-    view = _log_view(image, xy, sigma)
-    if view is None:
+    views = [_log_view(image, xy, sigma)]
+    matched = _matched_log_view(image, xy, sigma)
+    if matched is not None and views[0] is not None and matched.t != views[0].t:
+        views.append(matched)
+    out = [_fill_at(image, xy, view, lattice_xy, relaxed=k > 0) for k, view in enumerate(views) if view is not None]
+    out = [o for o in out if len(o)]
+    if not out:
         return empty
+    filled = np.vstack(out)
+    if len(out) > 1:  # a site filled at both scales once
+        _, first = np.unique(np.round(filled, 3), axis=0, return_index=True)
+        filled = filled[np.sort(first)]
+    return filled
+
+
+def _fill_at(image: np.ndarray, xy: np.ndarray, view: _LogView, lattice_xy: np.ndarray | None,
+             relaxed: bool = False) -> np.ndarray:
+    """:func:`fill_vacant_sites` at the Laplacian scale of ``view`` (``relaxed``: the trigger at
+    60 % of the found columns' level where that is below ``Z_FILL_TRIGGER``)."""
+    empty = np.zeros((0, 2))
     nn, ref = view.nn, view.ref
     h, w = np.shape(image)
     m = 0.5 * nn
     tree = cKDTree(xy)
     c = view.blobs[view.in_crop(view.blobs)]
     zc = view.z(c)
-    strong = (zc >= Z_FILL_TRIGGER) & (zc >= MIN_RELATIVE_LOG * ref) & (tree.query(c)[0] > 0.45 * nn)
+    trigger = min(Z_FILL_TRIGGER, 0.6 * ref) if relaxed else Z_FILL_TRIGGER
+    strong = (zc >= trigger) & (zc >= MIN_RELATIVE_LOG * ref) & (tree.query(c)[0] > 0.45 * nn)
     if strong.sum() < 3:
         return empty
     lat = LatticeSites.fit(xy if lattice_xy is None else lattice_xy, np.shape(image))

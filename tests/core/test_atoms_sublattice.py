@@ -127,9 +127,23 @@ def test_low_dose_vacant_sites_are_judged_by_the_sublattice_mixture(seed, monkey
     # stands only ~3 sigma above an empty site. Judged against the mixture of columns and
     # vacancies at all sites of the sublattice (almost no vacancies here), the sites the network
     # left out are filled; a fixed 2-sigma threshold left 4 % of the columns out
+    # (at the 0.1 nn Laplacian alone: the matched scale, tested below, fills them too)
+    monkeypatch.setattr(sublattice_module, "_FILL_SCALES", (0.1,))
     img, xy, wt = lattice_image("dumbbell", 6 / 0.35, 0.5, peak=50.0, background=40.0, seed=seed)
     assert _f1(_find(img), xy, wt, img.shape) >= 0.985
     monkeypatch.setattr(sublattice_module, "_holds_column", lambda z_all, z, iterations=50: np.zeros(len(z), bool))
+    assert _f1(_find(img), xy, wt, img.shape) < 0.975
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_wide_low_dose_columns_are_filled_at_the_matched_scale(seed, monkeypatch):
+    # a triangular lattice 8 px apart with columns of sigma 2.8 px (0.35 of the spacing) at 50
+    # counts over 40: the network misses ~4 % of the columns, whose 0.1 nn Laplacian is ~1 noise
+    # sigma; at the scale where the found columns stand highest (0.25 nn, ~4 sigma) the vacant
+    # sites are judged and filled
+    img, xy, wt = lattice_image("triangular", 8.0, 2.8, peak=50.0, background=40.0, seed=seed)
+    assert _f1(_find(img), xy, wt, img.shape) >= 0.98
+    monkeypatch.setattr(sublattice_module, "_FILL_SCALES", (0.1,))
     assert _f1(_find(img), xy, wt, img.shape) < 0.975
 
 
