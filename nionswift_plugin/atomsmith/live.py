@@ -482,6 +482,8 @@ class LiveSource:
                 self.analysed.append(fid)
                 result = self.analyse(frame)
                 self.done += 1
+                if self.done == 1:
+                    freeze_loaded_objects()
                 if self.done % TRIM_EVERY == 0:
                     return_freed_memory()
                 _call_on_ui_thread(self.computation, lambda r=result: self._deliver_safely(r))
@@ -653,6 +655,30 @@ def return_freed_memory() -> bool:
     if libc is None:
         return False
     libc.malloc_trim(0)
+    return True
+
+
+_frozen = threading.Event()
+
+
+def freeze_loaded_objects() -> bool:
+    """Move the objects alive now (Swift, torch, scipy, the models: ~300,000) out of the cyclic
+    garbage collector's reach, once per process (:func:`gc.freeze`); returns whether this call
+    did it.
+
+    Python's full (generation 2) collection walks every tracked object; with Swift, torch and
+    the plug-in loaded one pass took 160-190 ms, and it runs on whichever thread allocates at
+    that moment, the UI thread included: the longest UI pass of a live soak was such a
+    collection (after it: 20-35 ms). Called after the first analysed frame (the models and
+    libraries are loaded then); later objects are collected as before. The frozen objects are the long-lived ones of
+    the session; a cycle among them is no longer freed."""
+    import gc
+
+    if _frozen.is_set():
+        return False
+    _frozen.set()
+    gc.collect()  # (once, in the worker: only what is alive is frozen, not garbage awaiting collection)
+    gc.freeze()
     return True
 
 

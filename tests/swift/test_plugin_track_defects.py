@@ -255,9 +255,29 @@ def test_live_defect_counts_grow_frame_by_frame(swift, show, movie):
     ls = settle()
     assert ls.ignored == ignored + 1 and ls.error is None
     assert out.xdata.data_shape == (2, n_live) and "failed" not in out.title
+    # a long series: the plot holds at most MAX_PLOT_POINTS points, each the mean of k frames
+    # (calibrated in frames at the bins' centres); the metadata keeps every frame's counts
+    from nionswift_plugin.atomsmith import track_defects
+
+    per_frame = counts.copy()
+    track_defects.MAX_PLOT_POINTS = 3
+    try:
+        di.set_data_and_metadata(_frame(mv.frames[0], n_live + 1))
+        settle()
+    finally:
+        track_defects.MAX_PLOT_POINTS = 250
+    md = out.xdata.metadata["atomsmith"]["live_defect_counts"]
+    k = md["frames_per_point"]
+    assert k == 3 and out.xdata.data_shape == (2, 3) and f"mean of {k} frames a point" in out.title
+    full = np.asarray(md["counts"], float)
+    assert full.shape == (2, n_live + 1) and np.array_equal(full[:, :n_live], per_frame)
+    np.testing.assert_allclose(np.asarray(out.xdata.data)[:, 0], full[:, :3].mean(axis=1))
+    np.testing.assert_allclose(np.asarray(out.xdata.data)[:, -1], full[:, 6:].mean(axis=1))
+    cal = out.xdata.dimensional_calibrations[-1]
+    assert cal.scale == 3 and cal.offset == 1.0 and cal.units == "frame"
     # deleting the result stops the live counts
     dc.document_model.remove_data_item(out._data_item)
-    di.set_data_and_metadata(_frame(mv.frames[n_live], n_live + 1))
+    di.set_data_and_metadata(_frame(mv.frames[n_live], n_live + 2))
     assert ls.wait_idle(60)
     dc.periodic()
-    assert ls.done == n_live and ls.closed  # the blank frame was never analysed; nothing after deletion
+    assert ls.done == n_live + 1 and ls.closed  # the blank frame was never analysed; nothing after deletion
