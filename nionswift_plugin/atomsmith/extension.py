@@ -33,6 +33,7 @@ class AtomsmithExtension:
             "use_generic_model": actions.UseGenericModel(api),
             "move_dopant": mover,
             "stop_manipulation": manipulation.StopManipulation(api, mover),
+            "resume_manipulation": manipulation.ResumeManipulation(api, mover),
             "start_digital_twin": actions.StartDigitalTwin(api),
             "track_defects": track_defects.TrackDefects(api),
             "live_defect_counts": track_defects.LiveDefectCountsMenu(api),

@@ -14,12 +14,14 @@ guarantee; the adapter parks the probe too).
 from __future__ import annotations
 
 import datetime
+import pathlib
 import threading
 import typing
 
 import numpy as np
 
 from .actions import _MenuItem, _StopItem, log, notify
+from .state import STATE
 
 
 def _graphic_positions_nm(data_item: typing.Any) -> tuple[np.ndarray, np.ndarray]:
@@ -67,17 +69,41 @@ class MoveDopant(_MenuItem):
         self.result: typing.Any = None
         self.error: str | None = None
         self.recorded: list[typing.Any] = []
+        #: where runs are written as they go (default: a new folder per run under
+        #: ``<data location>/atomsmith/manipulations``)
+        self.log_dir: str | pathlib.Path | None = None
+        #: the folder of the current or last run (what :meth:`resume` continues)
+        self.run_dir: pathlib.Path | None = None
 
     def _instrument(self, data_item: typing.Any) -> typing.Any:
         from .instrument_adapter import instrument_for  # the adapter over Swift's devices
 
         return instrument_for(self.api, data_item, self.instrument_factory, self.instrument_kwargs)
 
-    def execute(self, window: typing.Any) -> None:
+    def resume(self, window: typing.Any, run_dir: str | pathlib.Path | None = None) -> None:
+        """Continue the run written in ``run_dir`` (default: the last run) after a fault or a
+        Stop: its steps and the electrons it spent count, the dopant starts from its last
+        position there, nothing is repeated, and the new steps are written to the same folder."""
+        run_dir = self.run_dir if run_dir is None else run_dir
+        if run_dir is None:
+            raise ValueError("no earlier run to resume: give its folder (run_dir=...)")
+        self.execute(window, resume_dir=run_dir)
+
+    def execute(self, window: typing.Any, resume_dir: str | pathlib.Path | None = None) -> None:
         if self.thread is not None and self.thread.is_alive():
             raise RuntimeError("a manipulation is running; stop it first (Atomsmith > Stop Manipulation)")
         di = self._target(window)
         dopant, target = _graphic_positions_nm(di)
+        if resume_dir is not None:
+            from atomsmith.manipulate.log import ManipulationLog
+
+            if not pathlib.Path(resume_dir).is_dir() or not ManipulationLog(resume_dir).read_steps():
+                raise FileNotFoundError(f"{resume_dir} holds no manipulation step to resume")
+            run_dir, where = pathlib.Path(resume_dir), {"resume": resume_dir}
+        else:
+            run_dir = pathlib.Path(self.log_dir) if self.log_dir is not None else (
+                STATE._dir("manipulations") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+            where = {"log": run_dir}
         instrument = self._instrument(di)
         self.instrument = instrument
         to_instrument = getattr(instrument, "calibrated_to_instrument_nm", None)
@@ -87,6 +113,7 @@ class MoveDopant(_MenuItem):
         group = self.api.library.get_or_create_data_group(f"Atomsmith manipulation {stamp}")
         self.abort.clear()
         self.result, self.error, self.recorded = None, None, []
+        self.run_dir = run_dir
 
         def record(step: typing.Any) -> None:  # worker thread: hand the frame to the UI thread
             def add() -> None:
@@ -116,7 +143,7 @@ class MoveDopant(_MenuItem):
 
             try:
                 self.result = move_atom(instrument, dopant, target, abort=self.abort, on_step=record,
-                                        **self.move_kwargs)
+                                        **where, **self.move_kwargs)
                 r = self.result
                 notify("Move Dopant", f"{r.reason}: {r.n_hops} hops, {len(r.steps)} frames, "
                        f"{r.electrons:.2e} electrons, {r.park_time_s:.1f} s parked (beam blanked)")
@@ -164,3 +191,17 @@ class StopManipulation(_StopItem):
     def __init__(self, api: typing.Any, mover: MoveDopant) -> None:
         super().__init__(api, mover.stop)
         self.mover = mover
+
+
+class ResumeManipulation(_MenuItem):
+    """Continue the last Move Dopant run (after a fault or a Stop) on the selected scan image: its
+    steps and electrons count and nothing is repeated (:meth:`MoveDopant.resume`)."""
+
+    menu_item_name = "Resume Manipulation"
+
+    def __init__(self, api: typing.Any, mover: MoveDopant) -> None:
+        super().__init__(api)
+        self.mover = mover
+
+    def execute(self, window: typing.Any) -> None:
+        self.mover.resume(window)

@@ -185,3 +185,28 @@ def test_fault_matrix_through_the_move_dopant_runner(swift, method, k, when):
     steps = [] if mover.result is None else mover.result.steps
     assert len(mover.recorded) == len(steps)
     assert mover.result is None or not mover.result.success
+    # every step is on disk as it happened; resume (a working instrument) continues from there:
+    # the earlier steps come first, none is taken again, and the electrons spent count
+    from atomsmith.manipulate.log import ManipulationLog
+
+    run_dir = mover.run_dir
+    on_disk = ManipulationLog(run_dir).read_steps()
+    assert [st.index for st in on_disk] == [st.index for st in steps]
+    if not steps:
+        with pytest.raises(FileNotFoundError, match="no manipulation step"):
+            mover.resume(win)
+        return
+    ins.blanked = True  # (the blank fault left the twin's beam on; a working instrument now)
+    mover.instrument_factory = lambda data_item: ins
+    ext.handlers["resume_manipulation"].menu_item_execute(win)  # Atomsmith > Resume Manipulation
+    _finish(dc, mover)
+    assert mover.error is None, mover.error
+    again = mover.result.steps
+    assert [st.index for st in again[:len(steps)]] == [st.index for st in steps]
+    new_idx = [st.index for st in again[len(steps):]]
+    assert new_idx == list(range(steps[-1].index + 1, steps[-1].index + 1 + len(new_idx)))
+    assert len(mover.recorded) == len(new_idx)  # only the new steps' frames are added to the library
+    assert mover.result.electrons >= steps[-1].electrons and ins.blanked
+    assert [st.index for st in ManipulationLog(run_dir).read_steps()] == [st.index for st in again]
+    print(f"{method} #{k} {when}: {len(steps)} steps kept; resumed: {len(new_idx)} new steps, "
+          f"{mover.result.reason}, {mover.result.electrons:.3g} electrons in all")
