@@ -16,6 +16,8 @@ LATTICES = {
     # a centred rectangular cell with a bright and a half-bright column (the centred geometry of
     # perovskite [110] as the stress benchmark draws it, without the O column)
     "centred": ((0.0, np.sqrt(2)), [(0, 0, 1.0), (0.5, 0.5, 0.5)]),
+    # the same with the second column at 0.4: only a shoulder when the columns are wide
+    "centred04": ((0.0, np.sqrt(2)), [(0, 0, 1.0), (0.5, 0.5, 0.4)]),
     # Si [110]-like dumbbells: pairs 0.35 |a1| apart on a centred a1 x sqrt2 a1 cell
     "dumbbell": ((0.0, np.sqrt(2)), [(0, 0, 1.0), (0, 0.35 / np.sqrt(2), 1.0), (0.5, 0.5, 1.0),
                                      (0.5, 0.5 + 0.35 / np.sqrt(2), 1.0)]),
