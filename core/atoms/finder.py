@@ -433,7 +433,7 @@ def _lattice_passes(img: np.ndarray, xy: np.ndarray, conf: np.ndarray, sigma: fl
         xy, conf, changed = *_with_added(xy, conf, filled), True
         meta["filled_sites"] = len(filled)
     if missed is None and "doubtful_sublattice" not in meta:
-        notes = notes + _unexplained_cell_intensity(img, xy, sigma, meta)
+        notes = notes + _unexplained_cell_intensity(img, xy, sigma, meta, fit_on)
     return xy, conf, changed, notes
 
 
@@ -448,7 +448,8 @@ Z_MOTIF, MIN_MOTIF_RELATIVE = 8.0, 0.09
 _WIDE_LOG_RATIO = 1.75
 
 
-def _unexplained_cell_intensity(img: np.ndarray, xy: np.ndarray, sigma: float, meta: dict) -> tuple[str, ...]:
+def _unexplained_cell_intensity(img: np.ndarray, xy: np.ndarray, sigma: float, meta: dict,
+                                lattice_xy: np.ndarray | None = None) -> tuple[str, ...]:
     """A note (for the quality report) where the lattice-averaged cell holds intensity that no
     found column explains (:func:`~atomsmith.atoms.motif.unexplained_motif`): a sublattice of
     shoulder columns may be missing. Only for wide columns, where a column can hide as a
@@ -463,7 +464,7 @@ def _unexplained_cell_intensity(img: np.ndarray, xy: np.ndarray, sigma: float, m
     narrow, wide = _log_view(img, xy, sigma, 0.1), _log_view(img, xy, sigma, 0.25)
     if narrow is None or wide is None or not wide.ref * wide.noise >= _WIDE_LOG_RATIO * narrow.ref * narrow.noise:
         return ()
-    m = unexplained_motif(img, xy)
+    m = unexplained_motif(img, xy, lattice_xy)
     if m is None or not (m.z >= Z_MOTIF and m.relative >= MIN_MOTIF_RELATIVE):
         return ()
     meta["unexplained_cell_intensity"] = {"offset": list(m.offset), "z": m.z, "relative": m.relative}

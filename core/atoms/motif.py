@@ -48,26 +48,27 @@ class MotifResidual:
     width_ratio: float
 
 
-def unexplained_motif(image: np.ndarray, xy: np.ndarray) -> MotifResidual | None:
+def unexplained_motif(image: np.ndarray, xy: np.ndarray, lattice_xy: np.ndarray | None = None) -> MotifResidual | None:
     """The lattice-averaged cell's strongest residual away from the found basis sites, or None
     (too few columns, no lattice, columns too narrow to hide a neighbour, or a failed fit).
 
     Args:
         image: (H, W) image.
         xy: (N, 2) found columns (x, y) px, at least 40.
+        lattice_xy: the columns to fit the lattice on (default ``xy``; the lattice passes' own
+            fit is reused from their memo when it is given the same columns).
     """
     xy = np.asarray(xy, float).reshape(-1, 2)
     if len(xy) < 40:
         return None
-    img = np.asarray(image, float)
-    lat = LatticeSites.fit(xy, img.shape)
+    h, w = np.shape(image)
+    lat = LatticeSites.fit(xy if lattice_xy is None else lattice_xy, (h, w))
     nn = nearest_distance(xy)
     if lat is None or not np.isfinite(nn):
         return None
-    h, w = img.shape
     side = int(max(_CROP_PX, 8 * nn))
     r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    sub = img[r0:r0 + side, c0:c0 + side]
+    sub = np.asarray(image[r0:r0 + side, c0:c0 + side], float)
     f = _cell_fractions(lat, r0, c0, sub.shape, nn)
     ib = np.minimum((f * _BINS).astype(int), _BINS - 1)
     k = ib[:, 0] * _BINS + ib[:, 1]

@@ -64,7 +64,7 @@ Z_FILL_TRIGGER = 4.0
 _FIT_COLUMNS = 120
 #: LoG smoothing (fraction of the nearest-column distance), crop for the search (px)
 _LOG_SCALE = 0.1
-#: LoG scales (fractions of nn) tried for the vacant-site pass (:func:`_matched_log_view`)
+#: LoG scales (fractions of nn) tried for the vacant-site pass (:func:`fill_vacant_sites`)
 _FILL_SCALES = (0.1, 0.175, 0.25)
 _LOG_MIN_PX = 0.7
 _CROP_PX = 256
@@ -303,26 +303,6 @@ def _log_view(image: np.ndarray, xy: np.ndarray, sigma: float, scale: float = _L
     return dataclasses.replace(view, ref=max(float(np.percentile(z, 75)) - 0.674, float(np.median(z))))
 
 
-def _matched_log_view(image: np.ndarray, xy: np.ndarray, sigma: float) -> _LogView | None:
-    """The :class:`_LogView` at the scale of ``_FILL_SCALES`` (fractions of nn) where the found
-    columns stand highest above the noise (their median LoG, noise sigmas).
-
-    A vacant site is judged by the columns' own evidence: a matched filter. The 0.1 nn scale
-    that parts a shoulder column from its bright neighbour is a poor match for wide columns:
-    at sigma 0.35 nn and ~50 counts a column's 0.1 nn Laplacian is ~1 noise sigma and the
-    columns the network missed (6 % on a triangular lattice 8 px apart) could not be told from
-    vacancies; at 0.25 nn they stand ~4 sigma. The scale stays below 0.3 nn, where the
-    neighbours' surround keeps a true vacancy's Laplacian negative."""
-    best = None
-    for scale in _FILL_SCALES:
-        view = _log_view(image, xy, sigma, scale)
-        if view is None:
-            return None
-        if best is None or view.ref > best.ref:
-            best = view
-    return best
-
-
 def _pair_spread(z: np.ndarray, ij: np.ndarray) -> float:
     """Robust spread of z among sites of one sublattice, from differences of sites one cell apart
     (MAD / 0.6745 / sqrt 2; along a1 and along a2, the larger); NaN-free, 0 with too few pairs."""
@@ -467,8 +447,8 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     only where the group as a whole does).
 
     Two Laplacian scales, their filled sites together: 0.1 nn (a shoulder column beside a
-    bright one) and the scale where the found columns stand highest above the noise
-    (:func:`_matched_log_view`; wide columns at a low dose). Quick when there is nothing to
+    bright one) and the scale of ``_FILL_SCALES`` where the found columns stand highest above
+    the noise (a matched filter; wide columns at a low dose). Quick when there is nothing to
     fill: the lattice is fitted only when the central crop shows at least 3 blobs of
     ``Z_FILL_TRIGGER`` sigmas (at the matched scale: or 60 % of the found columns' level, where
     that is lower) and
@@ -476,11 +456,18 @@ def fill_vacant_sites(image: np.ndarray, xy: np.ndarray, *, sigma: float,
     """
     xy = np.asarray(xy, float).reshape(-1, 2)
     empty = np.zeros((0, 2))
-    views = [_log_view(image, xy, sigma)]
-    matched = _matched_log_view(image, xy, sigma)
-    if matched is not None and views[0] is not None and matched.t != views[0].t:
-        views.append(matched)
-    out = [_fill_at(image, xy, view, lattice_xy, relaxed=k > 0) for k, view in enumerate(views) if view is not None]
+    # the matched scale: where the found columns stand highest above the noise. The 0.1 nn scale
+    # that parts a shoulder column from its bright neighbour is a poor match for wide columns: at
+    # sigma 0.35 nn and ~50 counts a column's 0.1 nn Laplacian is ~1 noise sigma and the columns
+    # the network missed (6 % on a triangular lattice 8 px apart) could not be told from
+    # vacancies; at 0.25 nn they stand ~4 sigma. The scales stay below 0.3 nn, where the
+    # neighbours' surround keeps a true vacancy's Laplacian negative
+    scaled = [_log_view(image, xy, sigma, s) for s in _FILL_SCALES]
+    if scaled[0] is None:
+        return empty
+    matched = max(scaled, key=lambda v: v.ref)
+    views = [scaled[0]] + ([matched] if matched.t != scaled[0].t else [])
+    out = [_fill_at(image, xy, view, lattice_xy, relaxed=k > 0) for k, view in enumerate(views)]
     out = [o for o in out if len(o)]
     if not out:
         return empty

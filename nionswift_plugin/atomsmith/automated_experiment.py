@@ -35,7 +35,6 @@ attributes (``criterion``, ``edge_width_eV``, ``budget``, ``candidates``, ``lear
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import pathlib
 import threading
 import typing
@@ -375,7 +374,7 @@ class AutomatedExperiment(_MenuItem):
             stored = log_.read()
         else:
             run_dir = pathlib.Path(self.log_dir) if self.log_dir is not None else (
-                STATE._dir("experiments") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+                STATE.new_run_dir("experiments"))
             if (run_dir / "survey.npz").exists():
                 raise FileExistsError(f"{run_dir} holds a run already; resume it or choose another log_dir")
         instrument = self._instrument(di)

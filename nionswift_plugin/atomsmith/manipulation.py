@@ -102,7 +102,7 @@ class MoveDopant(_MenuItem):
             run_dir, where = pathlib.Path(resume_dir), {"resume": resume_dir}
         else:
             run_dir = pathlib.Path(self.log_dir) if self.log_dir is not None else (
-                STATE._dir("manipulations") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+                STATE.new_run_dir("manipulations"))
             where = {"log": run_dir}
         instrument = self._instrument(di)
         self.instrument = instrument

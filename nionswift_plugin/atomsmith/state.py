@@ -40,6 +40,13 @@ class PluginState:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def new_run_dir(self, kind: str) -> pathlib.Path:
+        """A new run folder's path, ``<data location>/atomsmith/<kind>/<date-time>`` (the
+        folder itself is made by the run's log)."""
+        import datetime
+
+        return self._dir(kind) / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
     def models_dir(self) -> pathlib.Path:
         """``<Swift data location>/atomsmith/models`` (created on demand); without a Swift data
         location, ``$ATOMSMITH_DATA/atomsmith/models`` or ``~/.local/share/atomsmith/models``."""
